@@ -1,0 +1,17 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  resolve: {
+    // Workspaces export their TypeScript sources under the "source" condition, so tests run the code as written.
+    conditions: ['source'],
+  },
+  test: {
+    include: ['modules/*/test/**/*.test.ts', 'cloud/*/test/**/*.test.ts', 'test/**/*.test.ts'],
+    // Node's CJS interop has no synthetic named exports for the Azure SDKs: tests must fail the way Node would.
+    deps: { interopDefault: false },
+    pool: 'forks',
+    reporters: ['default', './test/setup/summaryReporter.ts'],
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+  },
+});
