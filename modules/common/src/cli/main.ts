@@ -1,0 +1,2 @@
+process.stderr.write('ota: no commands yet\n');
+process.exitCode = 2;
