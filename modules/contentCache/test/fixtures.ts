@@ -29,7 +29,7 @@ export interface OriginObject {
   etag?: string;
   /** Send without Content-Length (chunked). */
   noLength?: boolean;
-  /** Destroy the socket after sending this many body bytes of a full (200) response. */
+  /** Destroy the socket after sending this many body bytes of any response. */
   dieAfter?: number;
   /** Replace the body with other bytes of the same length. */
   corrupt?: boolean;
@@ -120,13 +120,13 @@ export class TestOrigin {
         this.#holdReached();
         await this.#released;
       }
-      if (full && obj.dieAfter !== undefined && sent >= obj.dieAfter) {
+      if (obj.dieAfter !== undefined && sent >= obj.dieAfter) {
         res.socket?.destroy();
         return;
       }
       let n = Math.min(step, body.length - sent);
       if (obj.holdAt !== undefined && sent < obj.holdAt && full) n = Math.min(n, obj.holdAt - sent);
-      if (full && obj.dieAfter !== undefined) n = Math.min(n, obj.dieAfter - sent);
+      if (obj.dieAfter !== undefined) n = Math.min(n, obj.dieAfter - sent);
       const ok = res.write(body.subarray(sent, sent + n));
       sent += n;
       if (!ok) await Promise.race([once(res, 'drain'), once(res, 'close')]);
@@ -228,4 +228,13 @@ export class Harness {
     // Reverse order: caches close before the directories under them are removed.
     while (this.#closers.length > 0) await this.#closers.pop()!().catch(() => undefined);
   }
+}
+
+/** Polls a condition every few milliseconds; gives up (throws) after `limit` polls. */
+export async function until(condition: () => boolean, what: string, limit = 2000): Promise<void> {
+  for (let i = 0; i < limit; i++) {
+    if (condition()) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error(`gave up waiting for ${what}`);
 }
