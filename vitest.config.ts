@@ -11,6 +11,7 @@ export default defineConfig({
     deps: { interopDefault: false },
     pool: 'forks',
     reporters: ['default', './test/setup/summaryReporter.ts'],
+    globalSetup: ['test/setup/globalSetup.ts'],
     testTimeout: 30_000,
     hookTimeout: 60_000,
   },
