@@ -1,1 +1,48 @@
-export {};
+// Public API of @edge-ota/common: the shared vocabulary of manifests, trust, bundles and result codes.
+
+export { OtaError, isOtaError } from './errors.ts';
+export {
+  RESULT_FAILURE,
+  RESULT_SUCCESS,
+  describeExtendedResultCode,
+  facilities,
+  makeExtendedResultCode,
+  resultCodeTable,
+  resultCodes,
+  splitExtendedResultCode,
+} from './resultCodes.ts';
+export type { FacilityName, ResultCodeDefinition, ResultCodeName } from './resultCodes.ts';
+
+export type * from './manifest/types.ts';
+export { formatUpdateId, isDetachedManifestPointer, isReferenceStep } from './manifest/types.ts';
+export { parseImportManifest } from './manifest/importManifest.ts';
+export { EXTENSION_KEY, parseUpdateManifest } from './manifest/updateManifest.ts';
+export { updateManifestFromImport } from './manifest/fromImportManifest.ts';
+export type { DetachedManifestFile, UpdateManifestOptions } from './manifest/fromImportManifest.ts';
+
+export { JWS_ALGORITHMS, SIGNING_ALGORITHMS, generateKeyPair, publicJwk, signingKeyHash } from './signing/keys.ts';
+export type { JwsAlgorithm, SigningAlgorithm } from './signing/keys.ts';
+export { ADU_SERVICE_ROOT_KEYS } from './signing/aduServiceRoots.ts';
+export type { RootKeyDescription } from './signing/aduServiceRoots.ts';
+export { certifySigningKey, createSigningKey, manifestDigest, signUpdateManifest } from './signing/manifestSigner.ts';
+export type { SigningKey, SigningKeyRequest } from './signing/manifestSigner.ts';
+export { verifyUpdateManifest } from './signing/manifestVerifier.ts';
+export type { VerifiedUpdateManifest } from './signing/manifestVerifier.ts';
+export { createRootKeyPackage, packagedRootKey, parseRootKeyPackage } from './signing/rootKeyPackage.ts';
+export type { RootKeyPackage, RootKeyPackageContents, DisabledSigningKey } from './signing/rootKeyPackage.ts';
+export { TrustStore } from './signing/trustStore.ts';
+export type { ApplyResult, TrustStoreOptions } from './signing/trustStore.ts';
+
+export { compareVersions } from './policy/version.ts';
+export { matchCompatibility } from './policy/compatibility.ts';
+export { isUpdateInstalled, stepInstalledCriteria } from './policy/installedCriteria.ts';
+export { MemoryReplayGuard, SqliteReplayGuard } from './policy/replayGuard.ts';
+export type { ReplayGuard } from './policy/replayGuard.ts';
+export { acceptManifest, checkUpdatePolicy } from './policy/updatePolicy.ts';
+export type { PolicyDecision, PolicyOptions, TargetState } from './policy/updatePolicy.ts';
+
+export { writeBundle } from './bundle/bundleWriter.ts';
+export type { BundleContents, BundleProgress } from './bundle/bundleWriter.ts';
+export { readBundle } from './bundle/bundleReader.ts';
+export type { BundleFile, ReadBundleOptions, VerifiedBundle } from './bundle/bundleReader.ts';
+export { BUNDLE_EXTENSION, MANIFEST_ENTRY, ROOT_KEY_PACKAGE_ENTRY, SIGNATURE_ENTRY } from './bundle/layout.ts';
