@@ -219,9 +219,13 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
       cacheStatus: 'HIT',
       open: (start, end): Readable => createReadStream(file, { start, end, highWaterMark: 1 << 20 }),
     };
-    const sent = await sendObject(req, res, view, { maxRanges });
-    metrics.counters.hitBytes += sent;
-    metrics.counters.egressBytes += sent;
+    await sendObject(req, res, view, {
+      maxRanges,
+      count: (n) => {
+        metrics.counters.hitBytes += n;
+        metrics.counters.egressBytes += n;
+      },
+    });
     return true;
   }
 
@@ -242,9 +246,13 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
       cacheStatus: 'MISS',
       open: (start, end) => flight.read(ticket, start, end),
     };
-    const sent = await sendObject(req, res, view, { maxRanges });
-    metrics.counters.missBytes += sent;
-    metrics.counters.egressBytes += sent;
+    await sendObject(req, res, view, {
+      maxRanges,
+      count: (n) => {
+        metrics.counters.missBytes += n;
+        metrics.counters.egressBytes += n;
+      },
+    });
   }
 
   async function serveContent(req: IncomingMessage, res: ServerResponse, sha256: string, query: URLSearchParams): Promise<void> {
@@ -315,11 +323,11 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
 
   // Local files (USB bundle) and uploaded bodies go through the same check: hash first, then publish.
   async function ingest(sha256: string, body: AsyncIterable<Buffer>, pin: boolean): Promise<IngestOutcome> {
-    if (pin) store.pin(sha256);
     if (store.lookup(sha256) && (await ensureVerified(sha256))) {
       for await (const _ of body) {
         // Drain so the uploader is not left hanging.
       }
+      if (pin) store.pin(sha256);
       return { sha256, status: 'present' };
     }
     const temp = store.newTempPath();
@@ -346,6 +354,8 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
       return { sha256, status: 'mismatch', error: `content hashes to ${digest}` };
     }
     await store.publish(temp, sha256, size, 'application/octet-stream');
+    // Pinned only once the bytes are known good, so a bad import leaves no pin behind.
+    if (pin) store.pin(sha256);
     await space.afterPublish();
     return { sha256, status: 'imported', size };
   }

@@ -16,10 +16,12 @@ export interface ObjectView {
 
 export interface SendOptions {
   maxRanges: number;
+  /** Told about body bytes as they are handed to the socket, so counters are live. */
+  count(bytes: number): void;
 }
 
-/** Sends the response and returns the body bytes written. A body that fails midway cuts the connection. */
-export async function sendObject(req: IncomingMessage, res: ServerResponse, view: ObjectView, options: SendOptions): Promise<number> {
+/** Sends the response. A body that fails midway cuts the connection. */
+export async function sendObject(req: IncomingMessage, res: ServerResponse, view: ObjectView, options: SendOptions): Promise<void> {
   const { size, etag } = view;
   res.setHeader('accept-ranges', 'bytes');
   res.setHeader('x-cache', view.cacheStatus);
@@ -31,7 +33,7 @@ export async function sendObject(req: IncomingMessage, res: ServerResponse, view
   if (noneMatchHits(req.headers['if-none-match'], etag)) {
     res.statusCode = 304;
     res.end();
-    return 0;
+    return;
   }
   const ifRange = req.headers['if-range'];
   const rangeHeader = ifRangeHolds(typeof ifRange === 'string' ? ifRange : undefined, etag) ? req.headers.range : undefined;
@@ -41,7 +43,7 @@ export async function sendObject(req: IncomingMessage, res: ServerResponse, view
     res.setHeader('content-range', `bytes */${size}`);
     res.setHeader('content-length', 0);
     res.end();
-    return 0;
+    return;
   }
   const head = req.method === 'HEAD';
   if (decision.kind === 'full' || decision.ranges.length === 1) {
@@ -52,9 +54,10 @@ export async function sendObject(req: IncomingMessage, res: ServerResponse, view
     if (decision.kind === 'partial') res.setHeader('content-range', `bytes ${range.start}-${range.end}/${size}`);
     if (head || size === 0) {
       res.end();
-      return 0;
+      return;
     }
-    return copy(view.open(range.start, range.end), res, true);
+    await copy(view.open(range.start, range.end), res, true, options.count);
+    return;
   }
   const layout = multipartLayout(decision.ranges, size, view.contentType);
   res.statusCode = 206;
@@ -62,16 +65,14 @@ export async function sendObject(req: IncomingMessage, res: ServerResponse, view
   res.setHeader('content-length', layout.length);
   if (head) {
     res.end();
-    return 0;
+    return;
   }
-  let sent = 0;
   for (const part of layout.parts) {
-    if (!(await write(res, part.head))) return sent;
-    sent += await copy(view.open(part.range.start, part.range.end), res, false);
-    if (res.destroyed) return sent;
+    if (!(await write(res, part.head))) return;
+    await copy(view.open(part.range.start, part.range.end), res, false, options.count);
+    if (res.destroyed) return;
   }
   res.end(layout.tail);
-  return sent;
 }
 
 async function write(res: ServerResponse, chunk: Buffer): Promise<boolean> {
@@ -93,17 +94,16 @@ function drained(res: ServerResponse): Promise<void> {
   });
 }
 
-async function copy(source: AsyncIterable<Buffer> | Readable, res: ServerResponse, end: boolean): Promise<number> {
-  let sent = 0;
+async function copy(source: AsyncIterable<Buffer> | Readable, res: ServerResponse, end: boolean, count: (n: number) => void): Promise<void> {
   try {
     if (source instanceof Readable && end) {
-      source.on('data', (chunk: Buffer) => (sent += chunk.length));
+      source.on('data', (chunk: Buffer) => count(chunk.length));
       await pipeline(source, res);
-      return sent;
+      return;
     }
     for await (const chunk of source as AsyncIterable<Buffer>) {
       if (!(await write(res, chunk))) break;
-      sent += chunk.length;
+      count(chunk.length);
     }
     if (end && !res.destroyed) res.end();
   } catch (err) {
@@ -112,5 +112,4 @@ async function copy(source: AsyncIterable<Buffer> | Readable, res: ServerRespons
   } finally {
     if (source instanceof Readable) source.destroy();
   }
-  return sent;
 }
