@@ -17,7 +17,7 @@ export interface ObjectView {
 export interface SendOptions {
   maxRanges: number;
   /** Told about body bytes as they are handed to the socket, so counters are live. */
-  count(bytes: number): void;
+  count: (bytes: number) => void;
 }
 
 /** Sends the response. A body that fails midway cuts the connection. */
