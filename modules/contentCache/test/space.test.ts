@@ -48,7 +48,7 @@ describe('quota and eviction', () => {
   it('never evicts pinned objects or objects being read', async () => {
     const dir = await h.dir();
     const store = new ContentStore(dir);
-    h.onCleanup(async () => store.close());
+    h.onCleanup(() => Promise.resolve(store.close()));
     const hashes: string[] = [];
     for (let i = 0; i < 3; i++) {
       const body = blob(1000);
@@ -85,7 +85,7 @@ describe('full disk (real tmpfs)', () => {
 
   beforeAll(async () => {
     const t = await tempDir('cc-tmpfs-');
-    cleanupDir = t.remove;
+    cleanupDir = () => t.remove();
     try {
       await run('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', t.dir]);
       mountPoint = t.dir;
