@@ -15,7 +15,7 @@ export const MAX_IMPORT_TOTAL_BYTES = 2 * 1024 ** 3;
  */
 export function parseImportManifest(input: string | Uint8Array | object): ImportManifest {
   const document = typeof input === 'string' || input instanceof Uint8Array ? parseJsonDocument(input, 'import manifest') : input;
-  if (!isPlainObject(document)) throw new OtaError(CODE, 'import manifest: must be a JSON object', { field: '/' });
+  if (!isPlainObject(document)) throw new OtaError(CODE, 'import manifest /: must be a JSON object', { field: '/' });
   const normalized = normalizeImportManifest(document);
   const violation = findSchemaViolation('importManifest', normalized);
   if (violation) {

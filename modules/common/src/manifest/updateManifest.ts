@@ -18,7 +18,7 @@ export const EXTENSION_KEY = 'edgeOta';
  */
 export function parseUpdateManifest(input: string | Uint8Array | object): UpdateManifest {
   const document = typeof input === 'string' || input instanceof Uint8Array ? parseJsonDocument(input, 'update manifest') : input;
-  if (!isPlainObject(document)) throw new OtaError(CODE, 'update manifest: must be a JSON object', { field: '/' });
+  if (!isPlainObject(document)) throw new OtaError(CODE, 'update manifest /: must be a JSON object', { field: '/' });
   const version = document.manifestVersion;
   if (version !== undefined && version !== '4' && version !== '5') {
     throw new OtaError('MANIFEST_VERSION_UNSUPPORTED', `update manifest /manifestVersion: ${JSON.stringify(version)} is not "4" or "5"`, {

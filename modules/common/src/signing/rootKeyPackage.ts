@@ -103,7 +103,7 @@ export function rootKeyObject(kid: string, key: unknown): KeyObject {
   if (typeof key.n !== 'string') fail(`${field}/n`, 'must be a base64url string');
   const e = key.e === 65537 ? 'AQAB' : key.e;
   if (typeof e !== 'string') fail(`${field}/e`, 'must be a base64url string or 65537');
-  return importPublicJwk({ kty: 'RSA', n: key.n, e }, field, CODE);
+  return importPublicJwk({ kty: 'RSA', n: key.n, e }, `root key package ${field}`, CODE);
 }
 
 const digestOf = { RS256: 'sha256', RS384: 'sha384', RS512: 'sha512' } as const;
@@ -121,7 +121,7 @@ export function createRootKeyPackage(contents: RootKeyPackageContents, signers: 
 }
 
 export function packagedRootKey(publicKey: KeyObject): PackagedRootKey {
-  const jwk = createPublicKey(publicKey).export({ format: 'jwk' });
+  const jwk = (publicKey.type === 'private' ? createPublicKey(publicKey) : publicKey).export({ format: 'jwk' });
   if (jwk.kty !== 'RSA' || !jwk.n || !jwk.e) throw new Error('root keys in a package must be RSA');
   if ((publicKey.asymmetricKeyDetails?.modulusLength ?? 0) < MIN_RSA_BITS) throw new Error(`root keys must have at least ${MIN_RSA_BITS} bits`);
   return { keyType: 'RSA', n: jwk.n, e: jwk.e };
