@@ -79,6 +79,8 @@ export interface UploadOptions {
   imageNumber?: number;
   /** The first chunk may wait for a whole-slot erase. */
   firstChunkTimeoutMs?: number;
+  /** Data bytes in the first chunk (default 256). */
+  firstChunkData?: number;
   /** Chunk size never shrinks below this while adapting to a noisy line. */
   minChunkData?: number;
   /** Consecutive unanswered chunks before the upload gives up. */
@@ -143,7 +145,10 @@ export async function uploadImage(client: SmpClient, image: Uint8Array, options:
   while (off < image.length) {
     if (++requests > maxRequests) throw new UploadError(`upload made no progress within ${maxRequests} requests`);
     const fields = chunkFields(off, image, sha, imageNumber);
-    const n = Math.min(limit, maxChunkData(options.bufSize, fields), image.length - off);
+    // The first chunk waits for the erase and is retried only after the long timeout: keep it short so a
+    // noisy line is unlikely to corrupt it. The following chunks then grow to the steady size.
+    const firstLimit = off === 0 ? Math.min(limit, options.firstChunkData ?? 256) : limit;
+    const n = Math.min(firstLimit, maxChunkData(options.bufSize, fields), image.length - off);
     const body = { ...fields, data: image.subarray(off, off + n) };
     let reply;
     try {

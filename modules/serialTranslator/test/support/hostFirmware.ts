@@ -1,0 +1,99 @@
+// Starts the real thing for integration tests and the bench: the firmware sample built for the host, talking
+// on one end of a socat pty pair, with the other end for the SMP client. Every process started here is
+// tracked and stopped by stopAll().
+import { execFileSync, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const FIRMWARE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../../firmware-samples/smp-server');
+
+export function buildHostFirmware(): string {
+  execFileSync('make', ['-s', '-C', FIRMWARE_DIR, 'host'], { stdio: 'pipe' });
+  return path.join(FIRMWARE_DIR, 'build/host/smp-server');
+}
+
+export function buildQemuFirmware(): string {
+  execFileSync('make', ['-s', '-C', FIRMWARE_DIR, 'qemu'], { stdio: 'pipe' });
+  return path.join(FIRMWARE_DIR, 'build/qemu/smp-server.elf');
+}
+
+const children = new Set<ChildProcess>();
+
+export function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
+  await exited;
+  clearTimeout(timer);
+}
+
+export async function stopAll(): Promise<void> {
+  await Promise.all([...children].map(stop));
+}
+
+export async function waitFor(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+export class PtyPair {
+  readonly hostPath: string;
+  readonly devicePath: string;
+  #socat: ChildProcess | undefined;
+
+  constructor(dir: string) {
+    this.hostPath = path.join(dir, 'host-tty');
+    this.devicePath = path.join(dir, 'device-tty');
+  }
+
+  /** (Re)creates the pair: both symlinks point at fresh ptys, as after re-plugging a USB serial adapter. */
+  async plug(): Promise<void> {
+    this.#socat = track(
+      spawn('socat', [`pty,raw,echo=0,link=${this.hostPath}`, `pty,raw,echo=0,link=${this.devicePath}`], { stdio: 'ignore' }),
+    );
+    await waitFor(() => existsSync(this.hostPath) && existsSync(this.devicePath), 'socat ptys');
+  }
+
+  /** Kills socat: both ptys hang up and their links disappear, like pulling the cable. */
+  async unplug(): Promise<void> {
+    if (this.#socat) await stop(this.#socat);
+    this.#socat = undefined;
+    await waitFor(() => !existsSync(this.hostPath), 'socat to remove its links', 2000).catch(() => {
+      rmSync(this.hostPath, { force: true });
+      rmSync(this.devicePath, { force: true });
+    });
+  }
+}
+
+export interface HostDevice {
+  dir: string;
+  pty: PtyPair;
+  firmware: ChildProcess;
+  storage: string;
+}
+
+export async function startHostDevice(options: { eraseMs?: number; factoryVersion?: string } = {}): Promise<HostDevice> {
+  const binary = buildHostFirmware();
+  const dir = mkdtempSync(path.join(tmpdir(), 'smp-host-'));
+  const pty = new PtyPair(dir);
+  await pty.plug();
+  const storage = path.join(dir, 'slots.bin');
+  const args = ['--port', pty.devicePath, '--storage', storage];
+  if (options.eraseMs) args.push('--erase-ms', String(options.eraseMs));
+  if (options.factoryVersion) args.push('--factory-version', options.factoryVersion);
+  const firmware = track(spawn(binary, args, { stdio: ['ignore', 'ignore', 'inherit'] }));
+  return { dir, pty, firmware, storage };
+}
