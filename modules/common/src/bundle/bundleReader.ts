@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import type { WriteStream } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import { once } from 'node:events';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -189,16 +189,22 @@ async function readEntries(cursor: ByteCursor, options: ReadBundleOptions, extra
     const target = options.extractTo ? path.join(options.extractTo, file.filename) : undefined;
     let sink: WriteStream | undefined;
     let sinkError: Error | undefined;
-    if (target) {
-      sink = createWriteStream(target, { flags: 'wx', mode: 0o644 });
-      sink.on('error', (error) => (sinkError = error));
-      extracted.push(target);
-    }
     const checkSink = (): void => {
       if (!sinkError) return;
       const full = (sinkError as NodeJS.ErrnoException).code === 'ENOSPC';
       throw new OtaError(full ? 'DOWNLOAD_DISK_FULL' : 'IO_ERROR', `extracting ${file.filename}: ${sinkError.message}`, { field: name, cause: sinkError });
     };
+    if (target) {
+      // Opened before it is recorded for clean-up, so a file that was already there is never deleted.
+      const handle = await open(target, 'wx', 0o644).catch((error: Error) => {
+        sinkError = error;
+        return undefined;
+      });
+      checkSink();
+      extracted.push(target);
+      sink = handle!.createWriteStream();
+      sink.on('error', (error) => (sinkError = error));
+    }
     const hash = createHash('sha256');
     let remaining = size;
     while (remaining > 0) {
