@@ -97,3 +97,20 @@ export async function startHostDevice(options: { eraseMs?: number; factoryVersio
   const firmware = track(spawn(binary, args, { stdio: ['ignore', 'ignore', 'inherit'] }));
   return { dir, pty, firmware, storage };
 }
+
+/** The firmware under qemu-system-arm (mps2-an385); resolves with the pty QEMU attached UART0 to. */
+export async function startQemuDevice(): Promise<{ qemu: ChildProcess; ptyPath: string }> {
+  const elf = buildQemuFirmware();
+  const qemu = track(
+    spawn('qemu-system-arm', ['-M', 'mps2-an385', '-display', 'none', '-monitor', 'none', '-kernel', elf, '-serial', 'pty'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  );
+  let output = '';
+  qemu.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  qemu.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  await waitFor(() => /\/dev\/pts\/\d+/.test(output) || qemu.exitCode !== null, 'QEMU to attach its UART to a pty');
+  const ptyPath = /\/dev\/pts\/\d+/.exec(output)?.[0];
+  if (!ptyPath) throw new Error(`QEMU did not start: ${output}`);
+  return { qemu, ptyPath };
+}
