@@ -130,7 +130,7 @@ describe('direct methods', () => {
     const { key } = await hub.createModule('m-host', 'worker');
     const client = await hub.openModule('m-host', 'worker', key);
     client.onMethod('ping', (_request, response) => {
-      void response.send(200, 'pong');
+      void response?.send(200, 'pong');
     });
     const { result } = await eventually(async () => {
       try {
