@@ -156,15 +156,17 @@ function operandValue(operand: Operand, message: HubMessage): string | number | 
 
 function compare(comparator: Comparator, left: string | number | boolean, right: string | number | boolean): boolean | undefined {
   // Application properties are strings on the wire; compare them as numbers/booleans when the literal is one.
-  const coerce = (value: string | number | boolean, like: string | number | boolean): string | number | boolean | undefined => {
-    if (typeof value === typeof like) return value;
-    if (typeof value !== 'string') return undefined;
+  const coerce = (value: string, like: number | boolean): number | boolean | undefined => {
     if (typeof like === 'number') return value.trim() !== '' && Number.isFinite(Number(value)) ? Number(value) : undefined;
-    if (typeof like === 'boolean') return value === 'true' ? true : value === 'false' ? false : undefined;
-    return undefined;
+    return value === 'true' ? true : value === 'false' ? false : undefined;
   };
-  const l = coerce(left, right);
-  const r = coerce(right, left);
+  let l: string | number | boolean | undefined = left;
+  let r: string | number | boolean | undefined = right;
+  if (typeof l !== typeof r) {
+    if (typeof l === 'string') l = coerce(l, r as number | boolean);
+    else if (typeof r === 'string') r = coerce(r, l);
+    else return undefined;
+  }
   if (l === undefined || r === undefined) return undefined;
   switch (comparator) {
     case '=':
