@@ -7,6 +7,7 @@ import type { ContentStore, StoredObject } from './contentStore.ts';
 import { SHA256_HEX } from './contentStore.ts';
 import type { CacheCounters } from './cacheMetrics.ts';
 import type { Logger } from './log.ts';
+import { reply } from './jsonReply.ts';
 
 export interface PrefetchRequest {
   objects: Array<{ sha256: string; sources?: string[]; pin?: boolean }>;
@@ -73,14 +74,6 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
 }
 
-function send(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.statusCode = status;
-  res.setHeader('content-type', 'application/json');
-  res.setHeader('content-length', Buffer.byteLength(text));
-  res.end(text);
-}
-
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -125,10 +118,10 @@ async function importablePath(candidate: string, roots: readonly string[]): Prom
 export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pathname: string, ctx: AdminContext): Promise<void> {
   try {
     const method = req.method ?? 'GET';
-    if (pathname === '/admin/stats' && method === 'GET') return send(res, 200, ctx.summary());
+    if (pathname === '/admin/stats' && method === 'GET') return reply(res, 200, ctx.summary());
     if (pathname === '/admin/objects' && method === 'GET') {
       const objects: ListedObject[] = ctx.store.list().map((o) => ({ ...o, sources: ctx.store.sources(o.sha256) }));
-      return send(res, 200, { objects, pinned: ctx.store.pinnedHashes() });
+      return reply(res, 200, { objects, pinned: ctx.store.pinnedHashes() });
     }
     if (pathname === '/admin/prefetch' && method === 'POST') {
       const body = await readJson(req);
@@ -140,12 +133,12 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
       const running = Promise.all(items.map((i) => ctx.prefetch(i.sha256, i.sources, i.pin)));
       if (body.wait === true) {
         const results = await running;
-        return send(res, results.every((r) => r.status !== 'failed') ? 200 : 502, { results });
+        return reply(res, results.every((r) => r.status !== 'failed') ? 200 : 502, { results });
       }
       void running.then((results) => {
         for (const r of results.filter((x) => x.status === 'failed')) ctx.log.warn('prefetch failed', { ...r });
       });
-      return send(res, 202, { accepted: items.map((i) => i.sha256) });
+      return reply(res, 202, { accepted: items.map((i) => i.sha256) });
     }
     if (pathname === '/admin/import' && method === 'POST') {
       const body = await readJson(req);
@@ -160,7 +153,7 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
         const real = await importablePath(file.path, ctx.importRoots);
         results.push(await ctx.ingest(file.sha256, createReadStream(real, { highWaterMark: 1 << 20 }), pin));
       }
-      return send(res, results.every((r) => r.status === 'imported' || r.status === 'present') ? 200 : 422, { results });
+      return reply(res, results.every((r) => r.status === 'imported' || r.status === 'present') ? 200 : 422, { results });
     }
     const upload = /^\/admin\/objects\/([^/]+)$/.exec(pathname);
     if (upload && method === 'PUT') {
@@ -168,17 +161,17 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
       const pin = new URL(req.url ?? '/', 'http://x').searchParams.get('pin') !== '0';
       const outcome = await ctx.ingest(sha256, req as AsyncIterable<Buffer>, pin);
       const status = outcome.status === 'imported' ? 201 : outcome.status === 'present' ? 200 : outcome.status === 'mismatch' ? 422 : 500;
-      return send(res, status, outcome);
+      return reply(res, status, outcome);
     }
     if (pathname === '/admin/unpin' && method === 'POST') {
       const body = await readJson(req);
       if (!isRecord(body) || !Array.isArray(body.sha256)) throw new BadRequest('expected { sha256: [...] }');
       const hashes = body.sha256.map(hashOf);
-      return send(res, 200, { unpinned: hashes.filter((h) => ctx.store.unpin(h)).length });
+      return reply(res, 200, { unpinned: hashes.filter((h) => ctx.store.unpin(h)).length });
     }
-    return send(res, 404, { error: 'NOT_FOUND', message: `no admin route ${method} ${pathname}` });
+    return reply(res, 404, { error: 'NOT_FOUND', message: `no admin route ${method} ${pathname}` });
   } catch (err) {
-    if (err instanceof BadRequest) return send(res, 400, { error: 'BAD_REQUEST', message: err.message });
+    if (err instanceof BadRequest) return reply(res, 400, { error: 'BAD_REQUEST', message: err.message });
     throw err;
   }
 }

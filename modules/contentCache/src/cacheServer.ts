@@ -2,8 +2,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { createReadStream } from 'node:fs';
-import { open, unlink } from 'node:fs/promises';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
@@ -11,12 +10,14 @@ import { ContentStore, SHA256_HEX } from './contentStore.ts';
 import { SpaceKeeper } from './spaceKeeper.ts';
 import { CacheMetrics } from './cacheMetrics.ts';
 import { FillFlight } from './fillFlight.ts';
-import { UpstreamChain, ORIGIN_HEADER, requestedOrigins } from './upstreamChain.ts';
+import { UpstreamChain, ORIGIN_HEADER, VIA_HEADER, MAX_HOPS, requestedOrigins, viaList } from './upstreamChain.ts';
 import { parseDeliveryRequest, originAllowList } from './deliveryUrl.ts';
 import { sendObject } from './objectResponse.ts';
 import type { ObjectView } from './objectResponse.ts';
 import { bearerToken, sameSecret, verifyChildToken } from './accessTokens.ts';
 import { handleAdmin } from './adminApi.ts';
+import { ingestObject } from './objectImport.ts';
+import { reply } from './jsonReply.ts';
 import type { CacheSummary, PrefetchOutcome, IngestOutcome } from './adminApi.ts';
 import { silentLogger } from './log.ts';
 import type { Logger } from './log.ts';
@@ -71,6 +72,7 @@ const MAX_ORIGINS = 16;
 
 export function createContentCache(options: ContentCacheOptions): ContentCache {
   const log = options.logger ?? silentLogger;
+  const instanceId = randomBytes(6).toString('hex');
   const store = new ContentStore(options.stateDir);
   const metrics = new CacheMetrics();
   const flights = new Map<string, FillFlight>();
@@ -140,12 +142,12 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
     return f && !f.passThrough && (f.state === 'connecting' || f.state === 'filling') ? f : undefined;
   }
 
-  function contentFlight(sha256: string, origins: readonly string[]): FillFlight | undefined {
+  function contentFlight(sha256: string, origins: readonly string[], via: readonly string[]): FillFlight | undefined {
     const key = `sha256:${sha256}`;
     const existing = joinable(key);
     if (existing) return existing;
     const all = [...new Set([...origins, ...store.sources(sha256)])].slice(0, MAX_ORIGINS);
-    const targets = chain.forContent(sha256, all);
+    const targets = chain.forContent(sha256, all, [...via, instanceId]);
     if (targets.length === 0) return undefined;
     return startFlight(key, { key, expectedSha256: sha256, targets });
   }
@@ -255,17 +257,17 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
     });
   }
 
-  async function serveContent(req: IncomingMessage, res: ServerResponse, sha256: string, query: URLSearchParams): Promise<void> {
+  async function serveContent(req: IncomingMessage, res: ServerResponse, sha256: string, query: URLSearchParams, via: string[]): Promise<void> {
     const origins = requestedOrigins(req.headers[ORIGIN_HEADER], query);
     if (!origins) return reply(res, 400, { error: 'BAD_ORIGIN', message: 'origin URLs must be absolute http(s) URLs' });
     if (await serveStored(req, res, sha256)) return;
     if (origins.length > 0) store.addSources(sha256, origins.slice(0, MAX_ORIGINS));
-    const flight = contentFlight(sha256, origins);
+    const flight = contentFlight(sha256, origins, via);
     if (!flight) return reply(res, 404, { error: 'NO_SOURCE', message: 'object not cached and no origin known' });
     await serveFlight(req, res, flight);
   }
 
-  async function serveDelivery(req: IncomingMessage, res: ServerResponse, rawUrl: string): Promise<void> {
+  async function serveDelivery(req: IncomingMessage, res: ServerResponse, rawUrl: string, via: string[]): Promise<void> {
     const parsed = parseDeliveryRequest(rawUrl, allowedOrigins);
     if (!parsed.ok) return reply(res, parsed.status, { error: 'BAD_REQUEST', message: parsed.reason });
     const { request } = parsed;
@@ -274,7 +276,7 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
     const key = `url:${request.cacheKey}`;
     let flight = joinable(key);
     if (!flight) {
-      const targets = chain.forDelivery(request);
+      const targets = chain.forDelivery(request, [...via, instanceId]);
       if (targets.length === 0) return reply(res, 502, { error: 'NO_UPSTREAM', message: 'no parent and no direct origin access' });
       flight = startFlight(key, { key, targets, onPublished: (sha) => store.bindUrl(request.cacheKey, sha) });
     }
@@ -311,7 +313,7 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
     if (pin) store.pin(sha256);
     if (sources.length > 0) store.addSources(sha256, sources.slice(0, MAX_ORIGINS));
     if (store.lookup(sha256) && (await ensureVerified(sha256))) return { sha256, status: 'present' };
-    const flight = contentFlight(sha256, sources);
+    const flight = contentFlight(sha256, sources, []);
     if (!flight) return { sha256, status: 'failed', error: 'no source known' };
     try {
       await flight.finished;
@@ -321,46 +323,23 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
     }
   }
 
-  // Local files (USB bundle) and uploaded bodies go through the same check: hash first, then publish.
-  async function ingest(sha256: string, body: AsyncIterable<Buffer>, pin: boolean): Promise<IngestOutcome> {
-    if (store.lookup(sha256) && (await ensureVerified(sha256))) {
-      for await (const _ of body) {
-        // Drain so the uploader is not left hanging.
-      }
-      if (pin) store.pin(sha256);
-      return { sha256, status: 'present' };
-    }
-    const temp = store.newTempPath();
-    const fh = await open(temp, 'w');
-    const hash = createHash('sha256');
-    let size = 0;
-    try {
-      for await (const chunk of body) {
-        hash.update(chunk);
-        await fh.write(chunk);
-        size += chunk.length;
-      }
-      await fh.sync();
-    } catch (err) {
-      await fh.close();
-      await unlink(temp).catch(() => undefined);
-      return { sha256, status: 'error', error: (err as Error).message };
-    }
-    await fh.close();
-    const digest = hash.digest('hex');
-    if (digest !== sha256) {
-      await unlink(temp).catch(() => undefined);
-      metrics.counters.hashMismatches++;
-      return { sha256, status: 'mismatch', error: `content hashes to ${digest}` };
-    }
-    await store.publish(temp, sha256, size, 'application/octet-stream');
-    // Pinned only once the bytes are known good, so a bad import leaves no pin behind.
-    if (pin) store.pin(sha256);
-    await space.afterPublish();
-    return { sha256, status: 'imported', size };
+  function ingest(sha256: string, body: AsyncIterable<Buffer>, pin: boolean): Promise<IngestOutcome> {
+    return ingestObject({ store, space, metrics, ensureVerified }, sha256, body, pin);
   }
 
   async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = process.hrtime.bigint();
+    res.once('close', () =>
+      log.debug('request', {
+        method: req.method,
+        path: req.url?.split('?')[0],
+        status: res.statusCode,
+        cache: res.getHeader('x-cache'),
+        complete: res.writableFinished,
+        ms: Number(process.hrtime.bigint() - started) / 1e6,
+        client: req.socket.remoteAddress,
+      }),
+    );
     try {
       const rawUrl = req.url ?? '/';
       if (!rawUrl.startsWith('/')) return reply(res, 400, { error: 'BAD_REQUEST', message: 'origin-form only' });
@@ -380,6 +359,7 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
         });
       }
       if (!authorisedChild(req)) return deny(res);
+      if (pathname === '/stats') return reply(res, 200, summary());
       if (pathname === '/metrics') {
         const s = summary();
         res.setHeader('content-type', 'text/plain; version=0.0.4');
@@ -390,13 +370,17 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
         res.setHeader('allow', 'GET, HEAD');
         return reply(res, 405, { error: 'METHOD', message: 'GET or HEAD' });
       }
+      const via = viaList(req.headers[VIA_HEADER]);
+      if (via.includes(instanceId) || via.length > MAX_HOPS) {
+        return reply(res, 508, { error: 'LOOP', message: 'this cache is already on the request path' });
+      }
       const content = /^\/sha256\/([^/]*)$/.exec(pathname);
       if (content) {
         const sha = content[1]!;
         if (!SHA256_HEX.test(sha)) return reply(res, 400, { error: 'BAD_HASH', message: 'expected 64 lower-case hex digits' });
-        return await serveContent(req, res, sha, query);
+        return await serveContent(req, res, sha, query, via);
       }
-      if (query.has('cacheHostOrigin')) return await serveDelivery(req, res, rawUrl);
+      if (query.has('cacheHostOrigin')) return await serveDelivery(req, res, rawUrl, via);
       return reply(res, 404, { error: 'NOT_FOUND', message: 'use /sha256/<hash> or ?cacheHostOrigin=' });
     } catch (err) {
       log.error('request failed', { url: req.url, error: (err as Error).message });
@@ -458,12 +442,4 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
     prefetch,
   };
   return cache;
-}
-
-export function reply(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.statusCode = status;
-  res.setHeader('content-type', 'application/json');
-  res.setHeader('content-length', Buffer.byteLength(text));
-  res.end(text);
 }

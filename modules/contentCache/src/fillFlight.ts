@@ -53,7 +53,8 @@ export interface FlightTicket {
 
 export class FillFlight {
   readonly key: string;
-  readonly expectedSha256: string | undefined;
+  /** Known up front for content-addressed requests; URL mode may learn it from a parent cache's ETag. */
+  expectedSha256: string | undefined;
   state: FlightState = 'connecting';
   size: number | undefined;
   contentType = 'application/octet-stream';
@@ -224,6 +225,9 @@ export class FillFlight {
       }
       const etag = res.headers.etag;
       this.#validator = etag && !etag.startsWith('W/') ? etag : undefined;
+      // A parent cache only tags what it has verified with its sha256, so URL-mode bytes get checked too.
+      const parentHash = target.via === 'parent' ? /^"([0-9a-f]{64})"$/.exec(etag ?? '')?.[1] : undefined;
+      if (parentHash && this.expectedSha256 === undefined && this.#received === 0) this.expectedSha256 = parentHash;
       if (this.state === 'connecting') await this.#begin(total, res.headers['content-type']);
 
       for await (const piece of res as AsyncIterable<Buffer>) {

@@ -3,6 +3,9 @@ import type { DeliveryRequest } from './deliveryUrl.ts';
 
 /** Header carrying the origin URL(s) of a content-addressed object; may repeat or hold a comma list. */
 export const ORIGIN_HEADER = 'x-origin-url';
+/** Instance ids of the caches a request has passed through, to stop a misconfigured parent loop. */
+export const VIA_HEADER = 'x-content-cache-via';
+export const MAX_HOPS = 32;
 
 export interface UpstreamTarget {
   url: URL;
@@ -34,15 +37,16 @@ export class UpstreamChain {
     return this.#parents.length > 0;
   }
 
-  #parentHeaders(extra: Record<string, string | string[]> = {}): Record<string, string | string[]> {
-    return this.#token ? { ...extra, authorization: `Bearer ${this.#token}` } : extra;
+  #parentHeaders(via: readonly string[], extra: Record<string, string | string[]> = {}): Record<string, string | string[]> {
+    const headers = { ...extra, [VIA_HEADER]: via.join(',') };
+    return this.#token ? { ...headers, authorization: `Bearer ${this.#token}` } : headers;
   }
 
   /** Targets for /sha256/<hash>; the parent gets the origin list so it can fill in turn. */
-  forContent(sha256: string, origins: readonly string[]): UpstreamTarget[] {
+  forContent(sha256: string, origins: readonly string[], via: readonly string[]): UpstreamTarget[] {
     const targets: UpstreamTarget[] = this.#parents.map((parent) => ({
       url: new URL(`/sha256/${sha256}`, parent),
-      headers: this.#parentHeaders(origins.length > 0 ? { [ORIGIN_HEADER]: [...origins] } : {}),
+      headers: this.#parentHeaders(via, origins.length > 0 ? { [ORIGIN_HEADER]: [...origins] } : {}),
       via: 'parent',
     }));
     if (this.#directOrigins) {
@@ -52,10 +56,10 @@ export class UpstreamChain {
   }
 
   /** Targets for a Delivery Optimization style request: parents see the same path and cacheHostOrigin. */
-  forDelivery(request: DeliveryRequest): UpstreamTarget[] {
+  forDelivery(request: DeliveryRequest, via: readonly string[]): UpstreamTarget[] {
     const targets: UpstreamTarget[] = this.#parents.map((parent) => ({
       url: new URL(request.cacheRelativeUrl, parent),
-      headers: this.#parentHeaders(),
+      headers: this.#parentHeaders(via),
       via: 'parent',
     }));
     if (this.#directOrigins) targets.push({ url: request.originUrl, headers: {}, via: 'origin' });
@@ -78,4 +82,10 @@ export function requestedOrigins(header: string | string[] | undefined, query: U
     if (!origins.includes(url.href)) origins.push(url.href);
   }
   return origins;
+}
+
+/** The via list of an incoming request; each cache appends its own id before asking its parent. */
+export function viaList(header: string | string[] | undefined): string[] {
+  const raw = Array.isArray(header) ? header.join(',') : (header ?? '');
+  return raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
 }

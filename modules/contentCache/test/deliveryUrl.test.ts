@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Harness, blob, curl, fetchRaw } from './fixtures.ts';
+import { Harness, blob, curl, fetchRaw, sha256 } from './fixtures.ts';
 
 const h = new Harness();
 afterEach(() => h.cleanup());
@@ -72,5 +72,26 @@ describe('Delivery Optimization URL mode', () => {
     for (const r of results) expect(r.body.equals(body)).toBe(true);
     expect(origin.requestsFor('/d/x.bin')).toHaveLength(1);
     for (const c of [top, mid, leaf]) expect(c.metrics.counters.upstreamRequests).toBe(1);
+  });
+
+  it('checks URL-mode bytes against the hash a parent cache puts in its ETag', async () => {
+    const liar = await h.origin();
+    const good = blob(200_000);
+    // A "parent" that claims the hash of the good bytes but sends others.
+    liar.objects.set('/d/y.bin', { body: good, corrupt: true, etag: `"${sha256(good)}"` });
+    const child = await h.cache({ originHosts: ['origin.example'], parents: [liar.url] });
+    const r = await fetchRaw(`${child.url}/d/y.bin?cacheHostOrigin=origin.example`);
+    expect(r.cut).toBe(true);
+    expect(child.metrics.counters.hashMismatches).toBe(1);
+    expect(child.store.list()).toHaveLength(0);
+    expect(liar.requestsFor('/d/y.bin')[0]!.path).toBe('/d/y.bin?cacheHostOrigin=origin.example');
+  });
+
+  it('publishes a JSON summary for children at /stats', async () => {
+    const { cache, at } = await setup();
+    await fetchRaw(at(''));
+    const stats = JSON.parse((await fetchRaw(`${cache.url}/stats`)).body.toString()) as { objects: number; counters: { missRequests: number } };
+    expect(stats.objects).toBe(1);
+    expect(stats.counters.missRequests).toBe(1);
   });
 });

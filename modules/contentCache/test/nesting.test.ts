@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
+import net from 'node:net';
 import { Harness, blob, fetchRaw, sha256, until } from './fixtures.ts';
 import type { ContentCache } from '../src/cacheServer.ts';
 
@@ -92,5 +93,17 @@ describe('single flight and nesting', () => {
     const allowed = await h.cache({ parents: [deadParent], directOrigins: true });
     const ok = await fetchRaw(`${allowed.url}/sha256/${sha256(body)}`, { headers: { 'x-origin-url': `${origin.url}/f` } });
     expect(ok.body.equals(body)).toBe(true);
+  });
+
+  it('stops a parent loop (a cache configured as its own parent) with 508 instead of hanging', async () => {
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const port = (probe.address() as net.AddressInfo).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const self = await h.cache({ port, parents: [`http://127.0.0.1:${port}`] });
+    const hash = sha256(blob(10));
+    const r = await fetchRaw(`${self.url}/sha256/${hash}`, { headers: { 'x-origin-url': 'http://127.0.0.1:1/x' } });
+    expect(r.status).toBe(502);
+    expect(JSON.parse(r.body.toString())).toMatchObject({ error: 'UPSTREAM_FAILED', message: expect.stringContaining('508') as unknown });
   });
 });
