@@ -7,7 +7,7 @@ import type { ContentStore, StoredObject } from './contentStore.ts';
 import { SHA256_HEX } from './contentStore.ts';
 import type { CacheCounters } from './cacheMetrics.ts';
 import type { Logger } from './log.ts';
-import { reply } from './jsonReply.ts';
+import { reply, replyError } from './jsonReply.ts';
 
 export interface PrefetchRequest {
   objects: Array<{ sha256: string; sources?: string[]; pin?: boolean }>;
@@ -169,9 +169,9 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
       const hashes = body.sha256.map(hashOf);
       return reply(res, 200, { unpinned: hashes.filter((h) => ctx.store.unpin(h)).length });
     }
-    return reply(res, 404, { error: 'NOT_FOUND', message: `no admin route ${method} ${pathname}` });
+    return replyError(res, 'NOT_FOUND', `no admin route ${method} ${pathname}`);
   } catch (err) {
-    if (err instanceof BadRequest) return reply(res, 400, { error: 'BAD_REQUEST', message: err.message });
+    if (err instanceof BadRequest) return replyError(res, 'BAD_REQUEST', err.message);
     throw err;
   }
 }

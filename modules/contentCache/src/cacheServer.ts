@@ -13,11 +13,12 @@ import { FillFlight } from './fillFlight.ts';
 import { UpstreamChain, ORIGIN_HEADER, VIA_HEADER, MAX_HOPS, requestedOrigins, viaList } from './upstreamChain.ts';
 import { parseDeliveryRequest, originAllowList } from './deliveryUrl.ts';
 import { sendObject } from './objectResponse.ts';
+import { noneMatchHits } from './byteRanges.ts';
 import type { ObjectView } from './objectResponse.ts';
 import { bearerToken, sameSecret, verifyChildToken } from './accessTokens.ts';
 import { handleAdmin } from './adminApi.ts';
 import { ingestObject } from './objectImport.ts';
-import { reply } from './jsonReply.ts';
+import { reply, replyError } from './jsonReply.ts';
 import type { CacheSummary, PrefetchOutcome, IngestOutcome } from './adminApi.ts';
 import { silentLogger } from './log.ts';
 import type { Logger } from './log.ts';
@@ -238,7 +239,7 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
     try {
       await flight.ready();
     } catch (err) {
-      if (!res.headersSent) reply(res, 502, { error: 'UPSTREAM_FAILED', message: (err as Error).message });
+      if (!res.headersSent) replyError(res, 'UPSTREAM_FAILED', (err as Error).message);
       return;
     }
     const view: ObjectView = {
@@ -258,18 +259,25 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
   }
 
   async function serveContent(req: IncomingMessage, res: ServerResponse, sha256: string, query: URLSearchParams, via: string[]): Promise<void> {
+    // The ETag of /sha256/<h> can only ever be "<h>": a client that has it needs nothing, cached or not.
+    if (noneMatchHits(req.headers['if-none-match'], `"${sha256}"`)) {
+      res.statusCode = 304;
+      res.setHeader('etag', `"${sha256}"`);
+      res.end();
+      return;
+    }
     const origins = requestedOrigins(req.headers[ORIGIN_HEADER], query);
-    if (!origins) return reply(res, 400, { error: 'BAD_ORIGIN', message: 'origin URLs must be absolute http(s) URLs' });
+    if (!origins) return replyError(res, 'BAD_ORIGIN', 'origin URLs must be absolute http(s) URLs');
     if (await serveStored(req, res, sha256)) return;
     if (origins.length > 0) store.addSources(sha256, origins.slice(0, MAX_ORIGINS));
     const flight = contentFlight(sha256, origins, via);
-    if (!flight) return reply(res, 404, { error: 'NO_SOURCE', message: 'object not cached and no origin known' });
+    if (!flight) return replyError(res, 'NO_SOURCE', 'object not cached and no origin known');
     await serveFlight(req, res, flight);
   }
 
   async function serveDelivery(req: IncomingMessage, res: ServerResponse, rawUrl: string, via: string[]): Promise<void> {
     const parsed = parseDeliveryRequest(rawUrl, allowedOrigins);
-    if (!parsed.ok) return reply(res, parsed.status, { error: 'BAD_REQUEST', message: parsed.reason });
+    if (!parsed.ok) return replyError(res, parsed.error, parsed.reason);
     const { request } = parsed;
     const bound = store.lookupUrl(request.cacheKey);
     if (bound && (await serveStored(req, res, bound.sha256, bound.contentType))) return;
@@ -277,7 +285,7 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
     let flight = joinable(key);
     if (!flight) {
       const targets = chain.forDelivery(request, [...via, instanceId]);
-      if (targets.length === 0) return reply(res, 502, { error: 'NO_UPSTREAM', message: 'no parent and no direct origin access' });
+      if (targets.length === 0) return replyError(res, 'NO_UPSTREAM', 'no parent and no direct origin access');
       flight = startFlight(key, { key, targets, onPublished: (sha) => store.bindUrl(request.cacheKey, sha) });
     }
     await serveFlight(req, res, flight);
@@ -342,7 +350,7 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
     );
     try {
       const rawUrl = req.url ?? '/';
-      if (!rawUrl.startsWith('/')) return reply(res, 400, { error: 'BAD_REQUEST', message: 'origin-form only' });
+      if (!rawUrl.startsWith('/')) return replyError(res, 'BAD_REQUEST', 'origin-form only');
       const q = rawUrl.indexOf('?');
       const pathname = q < 0 ? rawUrl : rawUrl.slice(0, q);
       const query = new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1));
@@ -368,23 +376,23 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
       }
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.setHeader('allow', 'GET, HEAD');
-        return reply(res, 405, { error: 'METHOD', message: 'GET or HEAD' });
+        return replyError(res, 'METHOD', 'GET or HEAD');
       }
       const via = viaList(req.headers[VIA_HEADER]);
       if (via.includes(instanceId) || via.length > MAX_HOPS) {
-        return reply(res, 508, { error: 'LOOP', message: 'this cache is already on the request path' });
+        return replyError(res, 'LOOP', 'this cache is already on the request path');
       }
       const content = /^\/sha256\/([^/]*)$/.exec(pathname);
       if (content) {
         const sha = content[1]!;
-        if (!SHA256_HEX.test(sha)) return reply(res, 400, { error: 'BAD_HASH', message: 'expected 64 lower-case hex digits' });
+        if (!SHA256_HEX.test(sha)) return replyError(res, 'BAD_HASH', 'expected 64 lower-case hex digits');
         return await serveContent(req, res, sha, query, via);
       }
       if (query.has('cacheHostOrigin')) return await serveDelivery(req, res, rawUrl, via);
-      return reply(res, 404, { error: 'NOT_FOUND', message: 'use /sha256/<hash> or ?cacheHostOrigin=' });
+      return replyError(res, 'NOT_FOUND', 'use /sha256/<hash> or ?cacheHostOrigin=');
     } catch (err) {
       log.error('request failed', { url: req.url, error: (err as Error).message });
-      if (!res.headersSent) reply(res, 500, { error: 'INTERNAL', message: 'internal error' });
+      if (!res.headersSent) replyError(res, 'INTERNAL', 'internal error');
       else res.destroy();
     }
   }
@@ -392,7 +400,7 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
   function deny(res: ServerResponse): void {
     metrics.counters.deniedRequests++;
     res.setHeader('www-authenticate', 'Bearer');
-    reply(res, 401, { error: 'UNAUTHORIZED', message: 'bearer token required' });
+    replyError(res, 'UNAUTHORIZED', 'bearer token required');
   }
 
   let listening = false;

@@ -10,7 +10,7 @@ export interface DeliveryRequest {
 
 export type DeliveryParse =
   | { ok: true; request: DeliveryRequest }
-  | { ok: false; status: 400 | 403; reason: string };
+  | { ok: false; error: 'BAD_PATH' | 'BAD_ORIGIN' | 'ORIGIN_NOT_ALLOWED'; reason: string };
 
 // Query parameters that authorise or expire a URL (Azure SAS, S3 SigV4/V2, CloudFront, GCS) but do not name content.
 const VOLATILE_PARAMS = new Set([
@@ -38,14 +38,14 @@ export function parseDeliveryRequest(rawUrl: string, allowedOrigins: ReadonlyMap
   const q = rawUrl.indexOf('?');
   const rawPath = q < 0 ? rawUrl : rawUrl.slice(0, q);
   if (!rawPath.startsWith('/') || rawPath.startsWith('//') || HOSTILE_PATH.test(rawPath) || CONTROL.test(rawPath)) {
-    return { ok: false, status: 400, reason: 'bad path' };
+    return { ok: false, error: 'BAD_PATH', reason: 'path has encoded slashes, dot segments or control bytes' };
   }
   const query = new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1));
   const hosts = query.getAll('cacheHostOrigin');
-  if (hosts.length !== 1 || !HOST.test(hosts[0]!)) return { ok: false, status: 400, reason: 'bad cacheHostOrigin' };
+  if (hosts.length !== 1 || !HOST.test(hosts[0]!)) return { ok: false, error: 'BAD_ORIGIN', reason: 'exactly one cacheHostOrigin host[:port] expected' };
   const originHost = hosts[0]!.toLowerCase();
   const origin = allowedOrigins.get(originHost);
-  if (!origin) return { ok: false, status: 403, reason: 'origin not allowed' };
+  if (!origin) return { ok: false, error: 'ORIGIN_NOT_ALLOWED', reason: `origin ${originHost} is not configured` };
 
   const forwarded = new URLSearchParams();
   const keyed: Array<[string, string]> = [];

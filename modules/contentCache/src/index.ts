@@ -8,3 +8,6 @@ export type { CacheSummary, IngestOutcome, ListedObject, PrefetchOutcome, Prefet
 export { ORIGIN_HEADER } from './upstreamChain.ts';
 export { jsonLogger, silentLogger } from './log.ts';
 export type { Logger, LogLevel } from './log.ts';
+export { CACHE_ERRORS } from './jsonReply.ts';
+export type { CacheErrorCode } from './jsonReply.ts';
+export { VIA_HEADER } from './upstreamChain.ts';

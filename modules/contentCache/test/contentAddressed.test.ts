@@ -41,9 +41,18 @@ describe('content-addressed GET /sha256/<hash>', () => {
     expect(cache.store.sources(hash)).toEqual([`${origin.url}/a.bin`]);
   });
 
+  it('answers If-None-Match with the hash as 304 without fetching anything', async () => {
+    const { origin, hash, url, from } = await setup();
+    const r = await fetchRaw(url, { headers: { ...from, 'if-none-match': `"${hash}"` } });
+    expect(r.status).toBe(304);
+    expect(origin.requests).toHaveLength(0);
+  });
+
   it('answers 404 when no origin is known, 400 for a malformed hash or origin', async () => {
     const { cache, hash } = await setup();
-    expect((await fetchRaw(`${cache.url}/sha256/${hash}`)).status).toBe(404);
+    const none = await fetchRaw(`${cache.url}/sha256/${hash}`);
+    expect(none.status).toBe(404);
+    expect(JSON.parse(none.body.toString())).toMatchObject({ error: 'NO_SOURCE' });
     expect((await fetchRaw(`${cache.url}/sha256/${hash.toUpperCase()}`)).status).toBe(400);
     expect((await fetchRaw(`${cache.url}/sha256/abc`)).status).toBe(400);
     expect((await fetchRaw(`${cache.url}/sha256/${hash}`, { headers: { 'x-origin-url': 'file:///etc/passwd' } })).status).toBe(400);
