@@ -185,7 +185,9 @@ export class FlashFlow extends EventEmitter<FlashFlowEvents> {
     }
 
     this.#progress('reset', this.#o.image.length);
-    await reset(client);
+    await reset(client).catch(() => {
+      // Whether the reset landed is decided by what the MCU reports after it, in the check phase.
+    });
     return this.#afterReset(client, verified, false);
   }
 
@@ -245,7 +247,7 @@ export class FlashFlow extends EventEmitter<FlashFlowEvents> {
       return this.#confirmed(verified, false);
     } catch (error) {
       const code = error instanceof StepFailure ? error.code : classify(error, 'reconnect-timeout');
-      return this.#rollback(client, phase, code, describe(error));
+      return this.#rollback(client, verified, phase, code, describe(error));
     }
   }
 
@@ -263,7 +265,13 @@ export class FlashFlow extends EventEmitter<FlashFlowEvents> {
   }
 
   /** Resets without confirming so MCUboot reverts, then reports what really runs. */
-  async #rollback(client: SmpClient, failedPhase: FlashPhase, code: SerialResultCode, reason: string): Promise<FlashResult> {
+  async #rollback(
+    client: SmpClient,
+    verified: VerifiedImage,
+    failedPhase: FlashPhase,
+    code: SerialResultCode,
+    reason: string,
+  ): Promise<FlashResult> {
     this.#progress('rollback', this.#o.image.length);
     const result: FlashResult = {
       outcome: 'rolledback',
@@ -274,9 +282,15 @@ export class FlashFlow extends EventEmitter<FlashFlowEvents> {
       reason,
     };
     try {
-      await reset(client);
-      await this.#waitForDevice(client);
-      const active = (await readImageState(client)).find((s) => s.active && s.image === (this.#o.imageNumber ?? 0));
+      let active: ImageSlot | undefined;
+      // Two resets at most: if the first one only now swapped the pending image in on trial (the reset before
+      // the check never happened), the second makes MCUboot revert it.
+      for (let resets = 0; resets < 2; resets++) {
+        await reset(client);
+        await this.#waitForDevice(client);
+        active = (await readImageState(client)).find((s) => s.active && s.image === (this.#o.imageNumber ?? 0));
+        if (!active || !sameHash(active.hash, verified.hash) || active.confirmed) break;
+      }
       if (active) return { ...result, runningVersion: active.version, runningHash: hex(active.hash) };
     } catch (error) {
       return { ...result, reason: `${reason}; and after the revert reset: ${describe(error)}` };

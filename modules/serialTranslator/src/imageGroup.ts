@@ -5,6 +5,7 @@ import type { SmpClient } from './smpClient.ts';
 import { cborHeadSize, encodeCbor } from './smpCbor.ts';
 import type { CborMap, CborValue } from './smpCbor.ts';
 import { SMP_HEADER_SIZE } from './smpHeader.ts';
+import { LinkDownError } from './link.ts';
 
 export const IMAGE_GROUP = 1;
 export const IMAGE_STATE = 0;
@@ -161,7 +162,8 @@ export async function uploadImage(client: SmpClient, image: Uint8Array, options:
         ...(off === 0 ? { timeoutMs: options.firstChunkTimeoutMs ?? 15_000 } : {}),
       });
     } catch (error) {
-      if (error instanceof SmpTimeoutError) {
+      // A link that stays down past the client's wait counts like an unanswered chunk: bounded the same way.
+      if (error instanceof SmpTimeoutError || error instanceof LinkDownError) {
         retries++;
         streak = 0;
         if (++failures > maxFailures) throw new UploadError(`${failures} chunks in a row went unanswered at offset ${off}`);

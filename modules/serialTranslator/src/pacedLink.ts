@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { LinkSignals } from './link.ts';
+import { LinkDownError, LinkSignals } from './link.ts';
 import type { ByteLink, LinkState } from './link.ts';
 
 export interface PacedLinkOptions {
@@ -97,6 +97,7 @@ export class PacedLink implements ByteLink {
   }
 
   write(bytes: Uint8Array): Promise<void> {
+    if (this.state !== 'up') return Promise.reject(new LinkDownError(`paced link is ${this.state}`));
     return this.#tx.push(Uint8Array.from(bytes));
   }
 

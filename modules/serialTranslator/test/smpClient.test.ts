@@ -202,3 +202,23 @@ describe('FlashFlow against the simulated device', () => {
     expect(locks.isBusy('a')).toBe(false);
   });
 });
+
+describe('FlashFlow through a damaged line', () => {
+  it('confirms an update while bytes are dropped, duplicated and corrupted both ways', async () => {
+    const fault = { drop: 0.0002, duplicate: 0.0002, corrupt: 0.0004 };
+    const { link, device } = setup({ faults: { seed: 99, tx: fault, rx: fault } });
+    const result = await new FlashFlow({
+      mcuId: 'mcu-1',
+      link,
+      image: image('3.0.0', 12 * 1024),
+      publicKey,
+      client: { timeoutMs: 300, minTimeoutMs: 20, retries: 6 },
+      firstChunkTimeoutMs: 300,
+      rebootTimeoutMs: 5000,
+    }).run();
+    expect(result).toMatchObject({ outcome: 'confirmed', version: '3.0.0' });
+    expect(device.trial).toBe(false);
+    const counts = (link as FaultyLink).counts;
+    expect(counts.corrupted + counts.dropped + counts.duplicated).toBeGreaterThan(5);
+  });
+});
