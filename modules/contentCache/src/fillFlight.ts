@@ -183,11 +183,10 @@ export class FillFlight {
     throw lastError ?? new Error('all upstreams failed');
   }
 
-  #request_(target: UpstreamTarget): Promise<IncomingMessage> {
+  #send(target: UpstreamTarget): Promise<IncomingMessage> {
     const headers: Record<string, string | string[]> = { ...target.headers, 'accept-encoding': 'identity' };
     // Resuming: ask only for what is missing; If-Range makes a changed object come back whole (200).
-    // Without a validator only a hash-checked object may be resumed, or bytes of two versions could mix.
-    if (this.#received > 0 && (this.#validator || this.expectedSha256)) {
+    if (this.#received > 0) {
       headers.range = `bytes=${this.#received}-`;
       if (this.#validator) headers['if-range'] = this.#validator;
     }
@@ -203,8 +202,11 @@ export class FillFlight {
   }
 
   async #fetchFrom(target: UpstreamTarget): Promise<void> {
+    if (this.#received > 0 && !this.#validator && !this.expectedSha256) {
+      throw new FlightError('CANNOT_RESUME', 'upstream gave no validator and the object has no hash to check');
+    }
     this.#deps.metrics.counters.upstreamRequests++;
-    const res = await this.#request_(target);
+    const res = await this.#send(target);
     try {
       let skip = 0;
       let total: number | undefined;
@@ -213,6 +215,11 @@ export class FillFlight {
         if (!m || Number(m[1]) !== this.#received) throw new Error(`bad Content-Range ${res.headers['content-range']}`);
         total = Number(m[3]);
       } else if (res.statusCode === 200) {
+        // A whole body on a resume is either a different validator scheme (fine when the hash will
+        // tell) or a changed object: without a hash to check, splicing two versions is not an option.
+        if (this.#received > 0 && !this.expectedSha256) {
+          throw new FlightError('CHANGED_UPSTREAM', 'object changed upstream mid-fill and has no hash to check');
+        }
         skip = this.#received;
         const length = res.headers['content-length'];
         total = length === undefined ? undefined : Number(length);

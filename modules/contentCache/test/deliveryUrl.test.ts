@@ -94,4 +94,31 @@ describe('Delivery Optimization URL mode', () => {
     expect(stats.objects).toBe(1);
     expect(stats.counters.missRequests).toBe(1);
   });
+
+  it('resumes a URL-mode fill with Range and If-Range when the origin dies mid-stream', async () => {
+    const origin = await h.origin();
+    const body = blob(2 << 20);
+    origin.objects.set('/r.bin', { body, etag: '"e1"', dieAfter: 600_000, next: { body, etag: '"e1"' } });
+    const cache = await h.cache({ originHosts: [origin.host] });
+    const r = await fetchRaw(`${cache.url}/r.bin?cacheHostOrigin=${origin.host}`);
+    expect(r.cut).toBe(false);
+    expect(r.body.equals(body)).toBe(true);
+    const resume = origin.requestsFor('/r.bin')[1]!;
+    expect(resume.headers.range).toMatch(/^bytes=\d+-$/);
+    expect(resume.headers['if-range']).toBe('"e1"');
+  });
+
+  it('cuts clients rather than splice two versions when the object changed upstream mid-fill', async () => {
+    const origin = await h.origin();
+    const v1 = blob(2 << 20);
+    const v2 = blob(2 << 20);
+    origin.objects.set('/c.bin', { body: v1, etag: '"v1"', dieAfter: 600_000, next: { body: v2, etag: '"v2"' } });
+    const cache = await h.cache({ originHosts: [origin.host] });
+    const r = await fetchRaw(`${cache.url}/c.bin?cacheHostOrigin=${origin.host}`);
+    expect(r.cut).toBe(true);
+    expect(cache.store.list()).toHaveLength(0);
+    // The next request starts afresh and gets the new version whole.
+    const again = await fetchRaw(`${cache.url}/c.bin?cacheHostOrigin=${origin.host}`);
+    expect(again.body.equals(v2)).toBe(true);
+  });
 });

@@ -35,6 +35,8 @@ export interface OriginObject {
   corrupt?: boolean;
   /** Pause after this many body bytes until release() is called. */
   holdAt?: number;
+  /** What later requests for the same path get (the object changed, or the mirror recovered). */
+  next?: OriginObject;
 }
 
 export interface SeenRequest {
@@ -92,7 +94,8 @@ export class TestOrigin {
   async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const p = (req.url ?? '/').split('?')[0]!;
     this.requests.push({ path: req.url ?? '/', headers: req.headers });
-    const obj = this.objects.get(p);
+    const first = this.objects.get(p);
+    const obj = first?.next && this.requestsFor(p).length > 1 ? first.next : first;
     if (!obj) {
       res.statusCode = 404;
       res.end('not here');
