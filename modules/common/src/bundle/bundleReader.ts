@@ -13,8 +13,8 @@ import { verifyUpdateManifest } from '../signing/manifestVerifier.ts';
 import type { VerifiedUpdateManifest } from '../signing/manifestVerifier.ts';
 import type { ApplyResult, TrustStore } from '../signing/trustStore.ts';
 import { parseRootKeyPackage } from '../signing/rootKeyPackage.ts';
-import { BLOCK, decodeTarHeader, isZeroBlock, parsePaxRecords } from './tar.ts';
-import type { TarHeader } from './tar.ts';
+import { ByteCursor } from './byteCursor.ts';
+import { isZeroBlock, nextTarEntry, readPadded, skipPadding } from './tar.ts';
 import { FILES_PREFIX, MANIFEST_ENTRY, MAX_METADATA_BYTES, ROOT_KEY_PACKAGE_ENTRY, SIGNATURE_ENTRY } from './layout.ts';
 
 export interface ReadBundleOptions {
@@ -39,44 +39,6 @@ export interface VerifiedBundle extends VerifiedUpdateManifest {
   /** What happened to the root key package the bundle carried, if any. 'older' packages are ignored. */
   rootKeyPackage?: { version: number; status: ApplyResult['status'] | 'older' };
   files: BundleFile[];
-}
-
-/** Pulls bytes from a stream in caller-sized pieces without copying chunks that are already big enough. */
-class ByteCursor {
-  #iterator: AsyncIterator<Buffer>;
-  #buffer: Buffer = Buffer.alloc(0);
-  #ended = false;
-
-  constructor(source: AsyncIterable<Buffer>) {
-    this.#iterator = source[Symbol.asyncIterator]();
-  }
-
-  async #fill(): Promise<boolean> {
-    if (this.#ended) return false;
-    const next = await this.#iterator.next();
-    if (next.done === true) {
-      this.#ended = true;
-      return false;
-    }
-    this.#buffer = this.#buffer.length === 0 ? next.value : Buffer.concat([this.#buffer, next.value]);
-    return true;
-  }
-
-  /** Up to `max` bytes; an empty buffer only at the end of the stream. */
-  async some(max: number): Promise<Buffer> {
-    if (this.#buffer.length === 0 && !(await this.#fill())) return this.#buffer;
-    const piece = this.#buffer.subarray(0, max);
-    this.#buffer = this.#buffer.subarray(piece.length);
-    return piece;
-  }
-
-  /** Exactly `n` bytes, or undefined if the stream ends first. */
-  async exact(n: number): Promise<Buffer | undefined> {
-    while (this.#buffer.length < n) if (!(await this.#fill())) return undefined;
-    const piece = this.#buffer.subarray(0, n);
-    this.#buffer = this.#buffer.subarray(n);
-    return piece;
-  }
 }
 
 function refuse(code: 'BUNDLE_PATH_REFUSED' | 'BUNDLE_DUPLICATE_ENTRY' | 'BUNDLE_ORDER_INVALID', name: string, rule: string): never {
@@ -112,8 +74,6 @@ async function readEntries(cursor: ByteCursor, options: ReadBundleOptions, extra
   const files: BundleFile[] = [];
   let bytesDone = 0;
   let bytesTotal = 0;
-  let pendingPath: string | undefined;
-  let pendingSize: number | undefined;
 
   const establishTrust = (): VerifiedUpdateManifest => {
     const manifest = metadata.get(MANIFEST_ENTRY);
@@ -139,31 +99,8 @@ async function readEntries(cursor: ByteCursor, options: ReadBundleOptions, extra
     return result;
   };
 
-  for (;;) {
-    const block = await cursor.exact(BLOCK);
-    if (!block) throw new OtaError('BUNDLE_TRUNCATED', 'bundle: ends before the end-of-archive marker');
-    if (isZeroBlock(block)) {
-      const second = await cursor.exact(BLOCK);
-      if (!second) throw new OtaError('BUNDLE_TRUNCATED', 'bundle: ends inside the end-of-archive marker');
-      if (!isZeroBlock(second)) throw new OtaError('BUNDLE_MALFORMED', 'bundle: a zero block followed by a non-zero block');
-      break;
-    }
-    const header: TarHeader = decodeTarHeader(block);
-    if (header.type === 'pax' || header.type === 'gnuLongName') {
-      if (header.size > 64 * 1024) throw new OtaError('BUNDLE_TOO_LARGE', `bundle: ${header.type} header of ${header.size} bytes`);
-      const data = await readPadded(cursor, header.size);
-      if (header.type === 'gnuLongName') pendingPath = data.toString('utf8').replace(/\0+$/, '');
-      else {
-        const pax = parsePaxRecords(data);
-        pendingPath = pax.path ?? pendingPath;
-        pendingSize = pax.size ?? pendingSize;
-      }
-      continue;
-    }
-    const name = pendingPath ?? header.name;
-    const size = pendingSize ?? header.size;
-    pendingPath = undefined;
-    pendingSize = undefined;
+  for (let header = await nextTarEntry(cursor); header; header = await nextTarEntry(cursor)) {
+    const { name, size } = header;
     if (header.type !== 'file') {
       throw new OtaError('BUNDLE_ENTRY_TYPE_REFUSED', `bundle entry ${JSON.stringify(name)}: type '${header.typeflag}' is not a regular file`, { field: name });
     }
@@ -253,19 +190,4 @@ function checkEntryName(name: string): void {
   const parts = name.split('/');
   if (parts.some((p) => p === '..' || p === '.' || p === '')) refuse('BUNDLE_PATH_REFUSED', name, 'has an empty, "." or ".." segment');
   if (parts.length > 2 || (parts.length === 2 && `${parts[0]}/` !== FILES_PREFIX)) refuse('BUNDLE_PATH_REFUSED', name, 'is nested where no directory is allowed');
-}
-
-async function readPadded(cursor: ByteCursor, size: number): Promise<Buffer> {
-  const data = await cursor.exact(size);
-  if (!data) throw new OtaError('BUNDLE_TRUNCATED', 'bundle: ends inside an entry');
-  const copy = Buffer.from(data);
-  await skipPadding(cursor, size);
-  return copy;
-}
-
-async function skipPadding(cursor: ByteCursor, size: number): Promise<void> {
-  const rest = size % BLOCK;
-  if (rest === 0) return;
-  const padding = await cursor.exact(BLOCK - rest);
-  if (!padding) throw new OtaError('BUNDLE_TRUNCATED', 'bundle: ends inside entry padding');
 }

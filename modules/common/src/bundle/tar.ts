@@ -1,4 +1,5 @@
 import { OtaError } from '../errors.ts';
+import type { ByteCursor } from './byteCursor.ts';
 
 // Just enough POSIX tar (ustar + pax "path"/"size" records + GNU long names) for bundles. Written here rather
 // than taken from tar-stream so the reader can refuse what a general extractor tolerates (bad checksums,
@@ -118,4 +119,50 @@ export function parsePaxRecords(data: Buffer): { path?: string; size?: number } 
     offset += length;
   }
   return out;
+}
+
+/**
+ * The next member's header with pax / GNU long-name records folded in, or undefined at the end-of-archive
+ * marker. The caller must then consume exactly `size` bytes and call `skipPadding`.
+ */
+export async function nextTarEntry(cursor: ByteCursor): Promise<TarHeader | undefined> {
+  let pendingPath: string | undefined;
+  let pendingSize: number | undefined;
+  for (;;) {
+    const block = await cursor.exact(BLOCK);
+    if (!block) throw new OtaError('BUNDLE_TRUNCATED', 'bundle: ends before the end-of-archive marker');
+    if (isZeroBlock(block)) {
+      const second = await cursor.exact(BLOCK);
+      if (!second) throw new OtaError('BUNDLE_TRUNCATED', 'bundle: ends inside the end-of-archive marker');
+      if (!isZeroBlock(second)) throw new OtaError('BUNDLE_MALFORMED', 'bundle: a zero block followed by a non-zero block');
+      return undefined;
+    }
+    const header = decodeTarHeader(block);
+    if (header.type !== 'pax' && header.type !== 'gnuLongName') {
+      return { ...header, name: pendingPath ?? header.name, size: pendingSize ?? header.size };
+    }
+    if (header.size > 64 * 1024) throw new OtaError('BUNDLE_TOO_LARGE', `bundle: ${header.type} header of ${header.size} bytes`);
+    const data = await readPadded(cursor, header.size);
+    if (header.type === 'gnuLongName') {
+      pendingPath = data.toString('utf8').replace(/\0+$/, '');
+    } else {
+      const pax = parsePaxRecords(data);
+      pendingPath = pax.path ?? pendingPath;
+      pendingSize = pax.size ?? pendingSize;
+    }
+  }
+}
+
+/** An entry's data (copied out of the stream's buffers) followed by its padding. */
+export async function readPadded(cursor: ByteCursor, size: number): Promise<Buffer> {
+  const data = await cursor.exact(size);
+  if (!data) throw new OtaError('BUNDLE_TRUNCATED', 'bundle: ends inside an entry');
+  const copy = Buffer.from(data);
+  await skipPadding(cursor, size);
+  return copy;
+}
+
+export async function skipPadding(cursor: ByteCursor, size: number): Promise<void> {
+  const rest = size % BLOCK;
+  if (rest !== 0 && !(await cursor.skip(BLOCK - rest))) throw new OtaError('BUNDLE_TRUNCATED', 'bundle: ends inside entry padding');
 }
