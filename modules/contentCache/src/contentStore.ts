@@ -105,12 +105,12 @@ export class ContentStore {
   }
 
   /**
-   * Moves a fully written, fsynced and hash-checked temp file into place. If the object already
-   * exists (same hash, so same bytes) the temp file is simply dropped.
+   * Moves a fully written, fsynced and hash-checked temp file into place. If a verified copy already
+   * exists (same hash, so same bytes) the temp file is simply dropped; an unverified one is replaced.
    */
   async publish(tempPath: string, sha256: string, size: number, contentType: string): Promise<void> {
     const target = this.objectPath(sha256);
-    if (this.lookup(sha256)) {
+    if (this.lookup(sha256)?.verified) {
       await unlink(tempPath).catch(() => undefined);
       return;
     }
