@@ -7,6 +7,7 @@ export {
   describeExtendedResultCode,
   facilities,
   makeExtendedResultCode,
+  resultCodeMarkdown,
   resultCodeTable,
   resultCodes,
   splitExtendedResultCode,

@@ -22,7 +22,8 @@ export type FacilityName = keyof typeof facilities;
 export interface ResultCodeDefinition {
   readonly name: string;
   readonly resultCode: number;
-  readonly facility: FacilityName;
+  /** null for successes, which carry no extended code. */
+  readonly facility: FacilityName | null;
   readonly component: number;
   readonly code: number;
   /** 0 for successes; facility/component/code packed in 32 bits otherwise. */
@@ -158,7 +159,7 @@ export type ResultCodeName = (typeof successes)[number][0] | (typeof failures)[n
 function buildTable(): Record<ResultCodeName, ResultCodeDefinition> {
   const table = {} as Record<ResultCodeName, ResultCodeDefinition>;
   for (const [name, resultCode, meaning] of successes) {
-    table[name] = { name, resultCode, facility: 'workflow', component: 0, code: 0, extendedResultCode: 0, meaning };
+    table[name] = { name, resultCode, facility: null, component: 0, code: 0, extendedResultCode: 0, meaning };
   }
   for (const [name, facility, component, code, meaning] of failures) {
     const extendedResultCode = makeExtendedResultCode(facilities[facility], component, code);
@@ -179,4 +180,27 @@ export function describeExtendedResultCode(erc: number): ResultCodeDefinition | 
 /** Rows for status views and docs, sorted by extended code. */
 export function resultCodeTable(): ResultCodeDefinition[] {
   return Object.values(resultCodes).sort((a, b) => a.extendedResultCode - b.extendedResultCode || a.resultCode - b.resultCode);
+}
+
+/** The table as a Markdown page (docs/result-codes.md is this output; a test keeps them equal). */
+export function resultCodeMarkdown(): string {
+  const hex = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
+  const rows = resultCodeTable().map(
+    (r) => `| ${r.name} | ${r.resultCode} | ${r.extendedResultCode === 0 ? '-' : hex(r.extendedResultCode)} | ${r.extendedResultCode === 0 ? '-' : `${r.facility} / 0x${r.component.toString(16).padStart(2, '0')} / 0x${r.code.toString(16).padStart(3, '0')}`} | ${r.meaning} |`,
+  );
+  return [
+    '# Result codes',
+    '',
+    'Generated from `src/resultCodes.ts` (`resultCodeMarkdown()`); do not edit by hand.',
+    '',
+    "Layout as in Azure Device Update: `resultCode` 0 is failure, 1 success, 5xx/6xx/7xx specific successes;",
+    '`extendedResultCode` = facility (4 bits) | component (8 bits) | code (20 bits).',
+    '',
+    `Facilities: ${Object.entries(facilities).map(([name, value]) => `${name} = 0x${value.toString(16)}`).join(', ')}.`,
+    '',
+    '| name | resultCode | extendedResultCode | facility / component / code | meaning |',
+    '|---|---|---|---|---|',
+    ...rows,
+    '',
+  ].join('\n');
 }

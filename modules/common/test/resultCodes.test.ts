@@ -25,7 +25,7 @@ describe('result codes', () => {
     expect(splitExtendedResultCode(0x81234567)).toEqual({ facility: 0x8, component: 0x12, code: 0x34567 });
     for (const row of rows.filter((r) => r.resultCode === RESULT_FAILURE)) {
       const parts = splitExtendedResultCode(row.extendedResultCode);
-      expect(parts).toEqual({ facility: facilities[row.facility], component: row.component, code: row.code });
+      expect(parts).toEqual({ facility: facilities[row.facility!], component: row.component, code: row.code });
       expect(row.extendedResultCode).toBeLessThanOrEqual(0xffffffff);
     }
     expect(() => makeExtendedResultCode(16, 0, 0)).toThrow(RangeError);
@@ -53,5 +53,14 @@ describe('result codes', () => {
     expect(describeExtendedResultCode(error.extendedResultCode)?.name).toBe('MANIFEST_EXPIRED');
     expect(describeExtendedResultCode(0)).toBeUndefined();
     expect(error.toJSON()).toMatchObject({ code: 'MANIFEST_EXPIRED', resultCode: 0, field: '/edgeOta/expiresDateTime' });
+  });
+});
+
+describe('result code docs', () => {
+  it('docs/result-codes.md is the generated table', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { resultCodeMarkdown } = await import('../src/index.ts');
+    // Regenerate with: npx tsx -e "import {resultCodeMarkdown} from './src/index.ts'; process.stdout.write(resultCodeMarkdown())" > docs/result-codes.md
+    expect(readFileSync(new URL('../docs/result-codes.md', import.meta.url), 'utf8')).toBe(resultCodeMarkdown());
   });
 });
