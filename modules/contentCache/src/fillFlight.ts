@@ -42,6 +42,8 @@ export class FlightError extends Error {
 }
 
 const READ_CHUNK = 1 << 20;
+// Socket reads are ~64 KiB; writing and waking followers per read costs more than the bytes themselves.
+const WRITE_BATCH = 4 << 20;
 // In pass-through mode nothing is on disk beyond fileEnd, so slow readers hold the upstream back.
 const PASS_THROUGH_BUFFER = 16 << 20;
 
@@ -75,6 +77,7 @@ export class FillFlight {
   #written = 0;
   #received = 0;
   #fileEnd = 0;
+  #verified = false;
   #validator: string | undefined;
   #chunks: Array<{ offset: number; data: Buffer }> = [];
   #tickets = new Set<FlightTicket>();
@@ -237,7 +240,7 @@ export class FillFlight {
       if (parentHash && this.expectedSha256 === undefined && this.#received === 0) this.expectedSha256 = parentHash;
       if (this.state === 'connecting') await this.#begin(total, res.headers['content-type']);
 
-      for await (const piece of res as AsyncIterable<Buffer>) {
+      for await (const piece of batched(res, WRITE_BATCH)) {
         let data = piece;
         if (skip > 0) {
           const n = Math.min(skip, data.length);
@@ -329,6 +332,9 @@ export class FillFlight {
       throw new FlightError('HASH_MISMATCH', `sha256 ${digest} does not match ${this.expectedSha256}`);
     }
     this.sha256 = digest;
+    // The bytes are good: clients may have the last one now, while our copy is still being made durable.
+    this.#verified = true;
+    this.#notify();
     if (this.passThrough || !this.#fh) return;
     try {
       await this.#fh.sync();
@@ -381,7 +387,7 @@ export class FillFlight {
       if (this.state === 'failed') throw this.error ?? new Error('fill failed');
       const complete = this.state === 'complete';
       const size = this.size;
-      const verifiedLimit = complete || size === undefined ? this.#received : Math.min(this.#received, size - 1);
+      const verifiedLimit = this.#verified || size === undefined ? this.#received : Math.min(this.#received, size - 1);
       const fileLimit = this.passThrough ? Math.min(this.#fileEnd, verifiedLimit) : verifiedLimit;
       if (ticket.pos < fileLimit && this.#fh) {
         const length = Math.min(READ_CHUNK, fileLimit - ticket.pos, end + 1 - ticket.pos);
@@ -406,5 +412,64 @@ export class FillFlight {
       if (complete) throw new Error('read past the end of a complete object');
       await this.#changed;
     }
+  }
+}
+
+/**
+ * Everything that arrived while the consumer was busy, as one buffer: a fast upstream then costs one
+ * write and one follower wake-up per batch instead of per socket read, a slow one adds no latency.
+ */
+async function* batched(source: IncomingMessage, maxBytes: number): AsyncGenerator<Buffer> {
+  const queue: Buffer[] = [];
+  let queued = 0;
+  let ended = false;
+  let failure: Error | undefined;
+  let wake: (() => void) | undefined;
+  const signal = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const onData = (chunk: Buffer) => {
+    queue.push(chunk);
+    queued += chunk.length;
+    if (queued >= maxBytes) source.pause();
+    signal();
+  };
+  const onEnd = () => {
+    ended = true;
+    signal();
+  };
+  const onError = (err: Error) => {
+    failure ??= err;
+    signal();
+  };
+  const onClose = () => {
+    if (!ended) failure ??= new Error('upstream connection closed mid-body');
+    signal();
+  };
+  source.on('data', onData);
+  source.once('end', onEnd);
+  source.once('error', onError);
+  source.once('close', onClose);
+  try {
+    for (;;) {
+      if (queued > 0) {
+        const batch = queue.length === 1 ? queue[0]! : Buffer.concat(queue, queued);
+        queue.length = 0;
+        queued = 0;
+        source.resume();
+        yield batch;
+        continue;
+      }
+      if (failure) throw failure;
+      if (ended) return;
+      await new Promise<void>((resolve) => (wake = resolve));
+    }
+  } finally {
+    source.off('data', onData);
+    source.off('end', onEnd);
+    source.off('error', onError);
+    source.off('close', onClose);
   }
 }
