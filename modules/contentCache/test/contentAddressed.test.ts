@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
-import { Harness, blob, curl, fetchRaw, multipartParts, sha256 } from './fixtures.ts';
+import { Harness, blob, curl, fetchRaw, multipartParts, sha256, settled } from './fixtures.ts';
 
 const h = new Harness();
 afterEach(() => h.cleanup());
@@ -23,6 +23,7 @@ describe('content-addressed GET /sha256/<hash>', () => {
     expect(miss.status).toBe(200);
     expect(miss.headers['x-cache']).toBe('MISS');
     expect(miss.body.equals(body)).toBe(true);
+    await settled(cache);
     const hit = await fetchRaw(url);
     expect(hit.status).toBe(200);
     expect(hit.headers['x-cache']).toBe('HIT');
@@ -59,8 +60,9 @@ describe('content-addressed GET /sha256/<hash>', () => {
   });
 
   it('serves single ranges, 416, overlapping ranges as 200, HEAD, If-None-Match and If-Range', async () => {
-    const { body, hash, url, from } = await setup();
+    const { body, hash, url, from, cache } = await setup();
     await fetchRaw(url, { headers: from });
+    await settled(cache);
     const size = body.length;
 
     const one = await fetchRaw(url, { headers: { range: 'bytes=100-199' } });

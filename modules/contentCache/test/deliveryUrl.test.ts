@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Harness, blob, curl, fetchRaw, sha256 } from './fixtures.ts';
+import { Harness, blob, curl, fetchRaw, sha256, settled } from './fixtures.ts';
 
 const h = new Harness();
 afterEach(() => h.cleanup());
@@ -16,8 +16,9 @@ async function setup() {
 
 describe('Delivery Optimization URL mode', () => {
   it('fetches from the allowed origin without cacheHostOrigin and keys the object without SAS/S3 signatures', async () => {
-    const { origin, body, path, at } = await setup();
+    const { origin, body, path, at, cache } = await setup();
     const first = await fetchRaw(at('&sv=2024-01-01&se=2030-01-01&sig=AAA&sp=r'));
+    await settled(cache);
     expect(first.status).toBe(200);
     expect(first.headers['x-cache']).toBe('MISS');
     expect(first.body.equals(body)).toBe(true);
@@ -38,8 +39,9 @@ describe('Delivery Optimization URL mode', () => {
   });
 
   it('serves ranges the way DO clients ask for them, via curl too', async () => {
-    const { body, at } = await setup();
+    const { body, at, cache } = await setup();
     await fetchRaw(at(''));
+    await settled(cache);
     const r = await curl(['-r', '65536-131071', at('')]);
     expect(r.stdout.equals(body.subarray(65536, 131072))).toBe(true);
     const hit = await fetchRaw(at(''), { headers: { range: 'bytes=0-0' } });
@@ -82,6 +84,7 @@ describe('Delivery Optimization URL mode', () => {
     const child = await h.cache({ originHosts: ['origin.example'], parents: [liar.url] });
     const r = await fetchRaw(`${child.url}/d/y.bin?cacheHostOrigin=origin.example`);
     expect(r.cut).toBe(true);
+    await settled(child);
     expect(child.metrics.counters.hashMismatches).toBe(1);
     expect(child.store.list()).toHaveLength(0);
     expect(liar.requestsFor('/d/y.bin')[0]!.path).toBe('/d/y.bin?cacheHostOrigin=origin.example');
@@ -90,6 +93,7 @@ describe('Delivery Optimization URL mode', () => {
   it('publishes a JSON summary for children at /stats', async () => {
     const { cache, at } = await setup();
     await fetchRaw(at(''));
+    await settled(cache);
     const stats = JSON.parse((await fetchRaw(`${cache.url}/stats`)).body.toString()) as { objects: number; counters: { missRequests: number } };
     expect(stats.objects).toBe(1);
     expect(stats.counters.missRequests).toBe(1);
@@ -116,6 +120,7 @@ describe('Delivery Optimization URL mode', () => {
     const cache = await h.cache({ originHosts: [origin.host] });
     const r = await fetchRaw(`${cache.url}/c.bin?cacheHostOrigin=${origin.host}`);
     expect(r.cut).toBe(true);
+    await settled(cache);
     expect(cache.store.list()).toHaveLength(0);
     // The next request starts afresh and gets the new version whole.
     const again = await fetchRaw(`${cache.url}/c.bin?cacheHostOrigin=${origin.host}`);

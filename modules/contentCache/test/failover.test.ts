@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { readdir } from 'node:fs/promises';
 import http from 'node:http';
-import { Harness, blob, fetchRaw, sha256 } from './fixtures.ts';
+import { Harness, blob, fetchRaw, sha256, settled } from './fixtures.ts';
 
 const h = new Harness();
 afterEach(() => h.cleanup());
@@ -25,6 +25,7 @@ describe('upstream failure', () => {
     expect(offset).toBeGreaterThan(0);
     expect(offset).toBeLessThanOrEqual(1 << 20);
     expect(resumed[0]!.headers['if-range']).toBe('"v1"');
+    await settled(cache);
     expect(cache.store.lookup(hash)?.verified).toBe(true);
   });
 

@@ -241,3 +241,8 @@ export async function until(condition: () => boolean, what: string, limit = 2000
   }
   throw new Error(`gave up waiting for ${what}`);
 }
+
+/** Waits until no fill is in flight: a client can finish before its object is fsynced and published. */
+export async function settled(...caches: Array<{ summary(): { fillsInFlight: number } }>): Promise<void> {
+  await until(() => caches.every((c) => c.summary().fillsInFlight === 0), 'fills to settle');
+}

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import http from 'node:http';
 import net from 'node:net';
-import { Harness, blob, fetchRaw, sha256, until } from './fixtures.ts';
+import { Harness, blob, fetchRaw, sha256, until, settled } from './fixtures.ts';
 import type { ContentCache } from '../src/cacheServer.ts';
 
 const h = new Harness();
@@ -58,6 +58,7 @@ describe('single flight and nesting', () => {
     const results = await Promise.all(all);
     agent.destroy();
     for (const r of results) expect(r.body.equals(body)).toBe(true);
+    await settled(top, mid, leaf);
     expect(origin.requestsFor('/fw.img')).toHaveLength(1);
     for (const layer of [top, mid, leaf]) {
       expect(layer.metrics.counters.fillsStarted).toBe(1);

@@ -49,6 +49,12 @@ describe('restart after an unclean shutdown', () => {
       const r = await fetchRaw(`${url}/sha256/${sha256(body)}`, { headers: { 'x-origin-url': `${origin.url}/${name}` } });
       expect(r.body.equals(body)).toBe(true);
     }
+    // Both objects published (fsync, rename, index row) before the power goes.
+    for (let i = 0; i < 1000; i++) {
+      const stats = JSON.parse((await fetchRaw(`${url}/stats`)).body.toString()) as { objects: number; fillsInFlight: number };
+      if (stats.objects === 2 && stats.fillsInFlight === 0) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
     child.kill('SIGKILL');
     await once(child, 'exit');
 

@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdir, open, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Harness, blob, fetchRaw, sha256, tempDir, until } from './fixtures.ts';
+import { Harness, blob, fetchRaw, settled, sha256, tempDir, until } from './fixtures.ts';
 import { ContentStore } from '../src/contentStore.ts';
 import { SpaceKeeper } from '../src/spaceKeeper.ts';
 import { silentLogger } from '../src/log.ts';
@@ -31,8 +31,10 @@ describe('quota and eviction', () => {
     const cache = await h.cache({ quotaBytes: 1 << 20, highWatermark: 0.9, lowWatermark: 0.75, minFreeBytes: 0 });
     const objs = ['a', 'b', 'c', 'd'].map((name) => ({ name, body: blob(250_000) }));
     for (const o of objs) origin.objects.set(`/${o.name}`, { body: o.body });
-    const get = (o: { name: string; body: Buffer }) =>
-      fetchRaw(`${cache.url}/sha256/${sha256(o.body)}`, { headers: { 'x-origin-url': `${origin.url}/${o.name}` } });
+    const get = async (o: { name: string; body: Buffer }) => {
+      await fetchRaw(`${cache.url}/sha256/${sha256(o.body)}`, { headers: { 'x-origin-url': `${origin.url}/${o.name}` } });
+      await settled(cache);
+    };
     const [a, b, c, d] = objs as [(typeof objs)[0], (typeof objs)[0], (typeof objs)[0], (typeof objs)[0]];
     expect((await cache.prefetch(sha256(a.body), [`${origin.url}/a`], true)).status).toBe('fetched');
     await get(b);
@@ -75,6 +77,7 @@ describe('quota and eviction', () => {
     const r = await fetchRaw(`${cache.url}/sha256/${sha256(body)}`, { headers: { 'x-origin-url': `${origin.url}/big` } });
     expect(r.cut).toBe(false);
     expect(r.body.equals(body)).toBe(true);
+    await settled(cache);
     expect(cache.store.list()).toHaveLength(0);
     expect(cache.metrics.counters.passThroughFills).toBe(1);
   });
@@ -127,6 +130,7 @@ describe('full disk (real tmpfs)', () => {
     const r = await pending;
     expect(r.cut).toBe(false);
     expect(r.body.equals(body)).toBe(true);
+    await settled(cache);
     expect(cache.metrics.counters.passThroughFills).toBe(1);
     expect(cache.store.lookup(hash)).toBeUndefined();
     expect(await readdir(cache.store.tempDir)).toEqual([]);
@@ -142,12 +146,14 @@ describe('full disk (real tmpfs)', () => {
     const r = await fetchRaw(`${cache.url}/sha256/${sha256(body)}`, { headers: { 'x-origin-url': `${origin.url}/huge` } });
     expect(r.cut).toBe(false);
     expect(r.body.equals(body)).toBe(true);
+    await settled(cache);
     expect(cache.metrics.counters.passThroughFills).toBe(1);
     expect(await readdir(cache.store.tempDir)).toEqual([]);
     // Once there is room again, the next request stores it (here: a smaller object).
     const small = blob(1 << 20);
     origin.objects.set('/small', { body: small });
     await fetchRaw(`${cache.url}/sha256/${sha256(small)}`, { headers: { 'x-origin-url': `${origin.url}/small` } });
+    await settled(cache);
     expect(cache.store.lookup(sha256(small))?.size).toBe(small.length);
   });
 });
