@@ -158,6 +158,12 @@ describe('offline bundle round trip', () => {
     const ahead = trustStoreFor(root);
     ahead.applyRootKeyPackage(createRootKeyPackage(contents(5), [root]));
     expect((await readBundle(out, { trustStore: ahead })).rootKeyPackage).toEqual({ status: 'older', version: 3 });
+    // A valid newer package in a bundle that fails later is not adopted.
+    const failing = trustStoreFor(root);
+    const v4 = createRootKeyPackage(contents(4), [root]);
+    const broken = encode([entry('updatemanifest.json', m.bytes), entry('updatemanifest.json.jws', m.signature), entry('rootkeypackage.json', v4), entry('files/a.bin', Buffer.alloc(10))]);
+    await expectRefused(broken, 'BUNDLE_HASH_MISMATCH', undefined, failing);
+    expect(failing.rootKeyPackageVersion).toBe(0);
     // A forged package is refused outright.
     const forged = createRootKeyPackage(contents(9), [makeRoot('forger')]);
     const bad = encode([...metadata(), entry('rootkeypackage.json', forged), ...payloadEntries()]);

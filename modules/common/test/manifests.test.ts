@@ -82,6 +82,8 @@ describe('import manifest', () => {
     ['invalid UTF-8', '\uFFFD', 'IMPORT_MANIFEST_INVALID'],
     ['array at the top', '[]', 'IMPORT_MANIFEST_INVALID', '/'],
     ['null at the top', 'null', 'IMPORT_MANIFEST_INVALID', '/'],
+    ['duplicate key (parsers disagree on which wins)', '{"updateId":{"provider":"a","name":"b","version":"1.0"},"updateId":{"provider":"evil","name":"b","version":"9.0"}}', 'MANIFEST_NOT_JSON', '/updateId'],
+    ['duplicate key spelled with an escape', '{"updateId":1,"\\u0075pdateId":2}', 'MANIFEST_NOT_JSON', '/updateId'],
     ['oversized document', `{"pad":"${'x'.repeat(1024 * 1024)}"}`, 'MANIFEST_TOO_LARGE'],
     ['manifestVersion 6.0', (m) => (m.manifestVersion = '6.0'), 'MANIFEST_VERSION_UNSUPPORTED', '/manifestVersion'],
     ['manifestVersion as number', (m) => (m.manifestVersion = 5), 'MANIFEST_VERSION_UNSUPPORTED', '/manifestVersion'],
@@ -169,13 +171,16 @@ describe('update manifest', () => {
     ['edgeOta unknown key', (m) => (m.edgeOta.trustMe = true), 'MANIFEST_EXTENSION_INVALID', '/edgeOta/trustMe'],
     ['edgeOta minimumVersion malformed', (m) => (m.edgeOta.minimumVersion = 'v2'), 'MANIFEST_EXTENSION_INVALID', '/edgeOta/minimumVersion'],
     ['mini manifest with two files', (m) => { delete m.instructions; delete m.compatibility; delete m.createdDateTime; m.detachedManifestFileId = 'f1'; }, 'UPDATE_MANIFEST_INVALID', '/files'],
+    ['duplicate file id', () => undefined, 'MANIFEST_NOT_JSON', '/files/f0'],
     ['prototype pollution key', (m) => (m.files.__proto__ = { filename: 'x' }), 'UPDATE_MANIFEST_INVALID'],
   ];
   for (const [name, mutation, code, field] of hostile) {
     it(`rejects: ${name}`, () => {
       const input = name === 'prototype pollution key'
         ? JSON.stringify(validUpdate()).replace('"files":{', '"files":{"__proto__":{"filename":"x"},')
-        : mutated(validUpdate, mutation);
+        : name === 'duplicate file id'
+          ? JSON.stringify(validUpdate()).replace('"files":{', '"files":{"f0":{"filename":"evil.sh","sizeInBytes":1,"hashes":{"sha256":"x"}},')
+          : mutated(validUpdate, mutation);
       expectRejected(parseUpdateManifest, input, code, field);
     });
   }

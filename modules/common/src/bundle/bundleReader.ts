@@ -36,7 +36,10 @@ export interface BundleFile {
 export interface VerifiedBundle extends VerifiedUpdateManifest {
   manifest: FullUpdateManifest;
   signature: string;
-  /** What happened to the root key package the bundle carried, if any. 'older' packages are ignored. */
+  /**
+   * What happened to the root key package the bundle carried, if any. 'applied' means the caller's trust store
+   * now holds it (persist `rootKeyPackageJson`); nothing is applied when the bundle fails. 'older' is ignored.
+   */
   rootKeyPackage?: { version: number; status: ApplyResult['status'] | 'older' };
   files: BundleFile[];
 }
@@ -72,6 +75,7 @@ async function readEntries(cursor: ByteCursor, options: ReadBundleOptions, extra
   let rootKeyPackage: VerifiedBundle['rootKeyPackage'];
   let expected = new Map<string, [string, UpdateFile]>();
   const files: BundleFile[] = [];
+  let trustStore = options.trustStore;
   let bytesDone = 0;
   let bytesTotal = 0;
 
@@ -85,12 +89,15 @@ async function readEntries(cursor: ByteCursor, options: ReadBundleOptions, extra
     if (packageBytes) {
       const pkg = parseRootKeyPackage(packageBytes);
       // An older package in a bundle is not an attack on a device that moved on: ignore it, never apply it.
-      rootKeyPackage =
-        pkg.protected.version < options.trustStore.rootKeyPackageVersion
-          ? { version: pkg.protected.version, status: 'older' }
-          : options.trustStore.applyRootKeyPackage(packageBytes);
+      // A newer one is tried on a copy and only committed once the whole bundle has verified.
+      if (pkg.protected.version < options.trustStore.rootKeyPackageVersion) {
+        rootKeyPackage = { version: pkg.protected.version, status: 'older' };
+      } else {
+        trustStore = options.trustStore.clone();
+        rootKeyPackage = trustStore.applyRootKeyPackage(packageBytes);
+      }
     }
-    const result = verifyUpdateManifest(manifest, signature.toString('utf8'), options.trustStore);
+    const result = verifyUpdateManifest(manifest, signature.toString('utf8'), trustStore);
     if (isDetachedManifestPointer(result.manifest)) {
       throw new OtaError('UPDATE_MANIFEST_INVALID', 'bundle: carries a detached-manifest pointer, a bundle needs the full manifest', { field: '/' });
     }
@@ -174,6 +181,7 @@ async function readEntries(cursor: ByteCursor, options: ReadBundleOptions, extra
   for (const [name] of expected) {
     if (!seen.has(name)) throw new OtaError('BUNDLE_FILE_MISSING', `bundle: ${JSON.stringify(name)} declared by the signed manifest is missing`, { field: name });
   }
+  if (rootKeyPackage?.status === 'applied') options.trustStore.applyRootKeyPackage(metadata.get(ROOT_KEY_PACKAGE_ENTRY)!);
   return {
     ...verified,
     manifest: verified.manifest as FullUpdateManifest,

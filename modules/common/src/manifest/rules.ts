@@ -18,11 +18,55 @@ export function parseJsonDocument(input: string | Uint8Array, what: string): unk
   } catch (cause) {
     throw new OtaError('MANIFEST_NOT_JSON', `${what}: not valid UTF-8`, { cause });
   }
+  let value: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    value = JSON.parse(text) as unknown;
   } catch (cause) {
     throw new OtaError('MANIFEST_NOT_JSON', `${what}: not valid JSON (${(cause as Error).message})`, { cause });
   }
+  const duplicate = findDuplicateKey(text);
+  if (duplicate) throw new OtaError('MANIFEST_NOT_JSON', `${what} ${duplicate}: key appears twice in one object`, { field: duplicate });
+  return value;
+}
+
+/**
+ * JSON.parse keeps the last of two equal keys, other parsers (the ADU agent's) may keep the first: a signed
+ * document must not mean two things. Runs on text JSON.parse has already accepted, so it only tracks strings
+ * and nesting. Returns the JSON pointer of the first duplicate.
+ */
+export function findDuplicateKey(text: string): string | undefined {
+  const stack: { keys: Set<string> | undefined; path: string; index: number }[] = [];
+  let expectKey = false;
+  let lastKey = '';
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text[i];
+    if (c === '"') {
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === '\\' ? 2 : 1;
+      const top = stack.at(-1);
+      if (expectKey && top?.keys) {
+        const key = JSON.parse(text.slice(i, end + 1)) as string;
+        const pointer = `${top.path}/${key.replace(/~/g, '~0').replace(/\//g, '~1')}`;
+        if (top.keys.has(key)) return pointer;
+        top.keys.add(key);
+        lastKey = key;
+        expectKey = false;
+      }
+      i = end;
+    } else if (c === '{' || c === '[') {
+      const parent = stack.at(-1);
+      const path = parent === undefined ? '' : parent.keys ? `${parent.path}/${lastKey}` : `${parent.path}/${parent.index}`;
+      stack.push({ keys: c === '{' ? new Set() : undefined, path, index: 0 });
+      expectKey = c === '{';
+    } else if (c === '}' || c === ']') {
+      stack.pop();
+    } else if (c === ',') {
+      const top = stack.at(-1);
+      if (top?.keys) expectKey = true;
+      else if (top) top.index += 1;
+    }
+  }
+  return undefined;
 }
 
 /** File names become paths on the target and entry names in bundles: they must stay one plain name. */

@@ -46,6 +46,16 @@ export class TrustStore {
     if (options.rootKeyPackage !== undefined) this.applyRootKeyPackage(options.rootKeyPackage);
   }
 
+  /** An independent copy, for trying a package out without committing to it. */
+  clone(): TrustStore {
+    const copy = new TrustStore({ aduServiceRoots: false, testMode: this.testMode, packageSignatureThreshold: this.packageSignatureThreshold });
+    copy.#builtIn = new Map(this.#builtIn);
+    copy.#package = this.#package;
+    copy.#packageJson = this.#packageJson;
+    copy.#recompute();
+    return copy;
+  }
+
   get rootKeyPackage(): RootKeyPackage | undefined {
     return this.#package;
   }
