@@ -13,7 +13,8 @@ import {
   updateManifestFromImport,
   parseImportManifest,
 } from '../src/index.ts';
-import type { SigningAlgorithm, SigningKey } from '../src/index.ts';
+import type { ResultCodeName, SigningAlgorithm, SigningKey } from '../src/index.ts';
+import { expect } from 'vitest';
 
 export interface Root {
   kid: string;
@@ -95,4 +96,16 @@ export function signedManifest(
 
 export function publicKeyOf(key: KeyObject): KeyObject {
   return createPublicKey(key);
+}
+
+/** Asserts that `fn` throws an OtaError with this code (and a message matching `message`). */
+export function expectCode(fn: () => unknown, code: ResultCodeName, message?: RegExp): void {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (error) {
+    caught = error;
+  }
+  expect((caught as { code?: string } | undefined)?.code, `expected ${code}, got ${String(caught)}`).toBe(code);
+  if (message) expect((caught as Error).message).toMatch(message);
 }

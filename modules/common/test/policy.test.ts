@@ -12,24 +12,14 @@ import {
   stepInstalledCriteria,
   verifyUpdateManifest,
 } from '../src/index.ts';
-import type { FullUpdateManifest, ReplayGuard, ResultCodeName } from '../src/index.ts';
-import { HOUR, NOW, makeRoot, makeSigningKey, signedManifest, trustStoreFor } from './fixtures.ts';
+import type { FullUpdateManifest, ReplayGuard } from '../src/index.ts';
+import { HOUR, NOW, expectCode, makeRoot, makeSigningKey, signedManifest, trustStoreFor } from './fixtures.ts';
 
 const root = makeRoot('policy.root');
 const key = makeSigningKey(root, 'EdDSA');
 const store = trustStoreFor(root);
 const device = { properties: { deviceManufacturer: 'contoso', deviceModel: 'TOASTER', location: 'line-4' } };
 
-function expectCode(fn: () => unknown, code: ResultCodeName, message?: RegExp): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (error) {
-    caught = error;
-  }
-  expect((caught as { code?: string } | undefined)?.code, String(caught)).toBe(code);
-  if (message) expect((caught as Error).message).toMatch(message);
-}
 
 function verified(overrides: Parameters<typeof signedManifest>[1] = {}): FullUpdateManifest {
   const { bytes, signature } = signedManifest(key, overrides);

@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { TrustStore, createRootKeyPackage, packagedRootKey, parseRootKeyPackage } from '../src/index.ts';
-import type { ResultCodeName, RootKeyPackageContents } from '../src/index.ts';
-import { makeRoot, rootDescription, trustStoreFor } from './fixtures.ts';
+import type { RootKeyPackageContents } from '../src/index.ts';
+import { expectCode, makeRoot, rootDescription, trustStoreFor } from './fixtures.ts';
 
 const rootA = makeRoot('root.A');
 const rootB = makeRoot('root.B');
@@ -21,16 +21,6 @@ function contents(version: number, extra: Partial<RootKeyPackageContents> = {}):
   };
 }
 
-function expectCode(fn: () => unknown, code: ResultCodeName, message?: RegExp): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (error) {
-    caught = error;
-  }
-  expect((caught as { code?: string } | undefined)?.code, String(caught)).toBe(code);
-  if (message) expect((caught as Error).message).toMatch(message);
-}
 
 describe('root key package', () => {
   it('produces packages that ADU’s root key package schema accepts', () => {

@@ -11,27 +11,16 @@ import {
   signingKeyHash,
   verifyUpdateManifest,
 } from '../src/index.ts';
-import type { ResultCodeName, SigningKey } from '../src/index.ts';
+import type { SigningKey } from '../src/index.ts';
 import { base64url } from '../src/encoding.ts';
 import { signCompactJws } from '../src/signing/jws.ts';
-import { makeRoot, makeSigningKey, rootDescription, signedManifest, trustStoreFor } from './fixtures.ts';
+import { expectCode, makeRoot, makeSigningKey, rootDescription, signedManifest, trustStoreFor } from './fixtures.ts';
 
 const root = makeRoot('contoso.root.1');
 const otherRoot = makeRoot('contoso.root.2');
 const signers = Object.fromEntries(SIGNING_ALGORITHMS.map((alg) => [alg, makeSigningKey(root, alg)])) as Record<string, SigningKey>;
 const es256 = signers.ES256!;
 
-function expectCode(fn: () => unknown, code: ResultCodeName, message?: RegExp): void {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (error) {
-    caught = error;
-  }
-  expect(caught, `expected ${code}`).toBeDefined();
-  expect((caught as { code?: string }).code, String(caught)).toBe(code);
-  if (message) expect((caught as Error).message).toMatch(message);
-}
 
 /** Re-signs a JWS with an arbitrary header/payload using a given key, to forge well-formed but wrong tokens. */
 function forge(header: Record<string, unknown>, payload: string, key: SigningKey): string {

@@ -4,15 +4,14 @@ import { formatUpdateId } from '../manifest/types.ts';
 import { inspectBundle } from '../bundle/bundleInspector.ts';
 import { readBundle } from '../bundle/bundleReader.ts';
 import { writeBundle } from '../bundle/bundleWriter.ts';
-import { collectFiles } from './fileArguments.ts';
+import { collectFiles, listFlag } from './fileArguments.ts';
+import type { Flags as BaseFlags } from './fileArguments.ts';
 import { trustStoreFromFlags } from './keyFiles.ts';
 import type { TrustFlags } from './keyFiles.ts';
 import { ProgressBar } from './output.ts';
 import type { CommandOutput } from './output.ts';
 
-type Flags = Record<string, string | boolean | string[] | undefined> & TrustFlags;
-
-const list = (value: unknown): string[] => (Array.isArray(value) ? (value as string[]) : typeof value === 'string' ? [value] : []);
+type Flags = BaseFlags & TrustFlags;
 
 export async function createBundle(flags: Flags, out: CommandOutput): Promise<Record<string, unknown>> {
   if (typeof flags.manifest !== 'string' || typeof flags.out !== 'string') {
@@ -25,7 +24,7 @@ export async function createBundle(flags: Flags, out: CommandOutput): Promise<Re
     {
       manifest: await readFile(flags.manifest),
       signature: (await readFile(signaturePath, 'utf8')).trim(),
-      filePaths: await collectFiles(list(flags.files)),
+      filePaths: await collectFiles(listFlag(flags.files)),
       ...(rootKeyPackage === undefined ? {} : { rootKeyPackage }),
     },
     flags.out,

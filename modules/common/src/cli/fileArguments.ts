@@ -5,6 +5,14 @@ import path from 'node:path';
 import { OtaError } from '../errors.ts';
 import { ProgressBar } from './output.ts';
 
+/** Parsed command line flags, as node:util parseArgs returns them. */
+export type Flags = Record<string, string | boolean | string[] | undefined>;
+
+/** A repeatable flag's values (none, one or many). */
+export function listFlag(value: unknown): string[] {
+  return Array.isArray(value) ? (value as string[]) : typeof value === 'string' ? [value] : [];
+}
+
 /** --files takes files and directories (their regular files, not recursive); the key is the base name. */
 export async function collectFiles(values: readonly string[]): Promise<Map<string, string>> {
   const files = new Map<string, string>();

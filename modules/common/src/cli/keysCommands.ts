@@ -9,8 +9,9 @@ import { createRootKeyPackage, packagedRootKey, parseRootKeyPackage } from '../s
 import type { RootKeyPackageContents } from '../signing/rootKeyPackage.ts';
 import { ROOT_KEY_KIND, ROOT_PUBLIC_KIND, SIGNING_KEY_KIND, readRootKey, readRootPublicKey, writePrivateFile, writePublicFile } from './keyFiles.ts';
 import type { CommandOutput } from './output.ts';
+import { listFlag } from './fileArguments.ts';
+import type { Flags } from './fileArguments.ts';
 
-type Flags = Record<string, string | boolean | string[] | undefined>;
 
 const KID = /^[A-Za-z0-9._-]{1,64}$/;
 
@@ -81,31 +82,26 @@ async function signingKeyHashFrom(value: string): Promise<string> {
   return signingKeyHash(importPublicJwk(JSON.parse(payload.toString('utf8')), value, 'KEY_FILE_INVALID'));
 }
 
-function list(flags: Flags, name: string): string[] {
-  const value = flags[name];
-  return Array.isArray(value) ? value : typeof value === 'string' ? [value] : [];
-}
-
 /** `keys package` (and `keys disable`, which is a package with more disabled entries than the previous one). */
 export async function buildPackage(flags: Flags, out: CommandOutput, mode: 'package' | 'disable'): Promise<Record<string, unknown>> {
   const previousPath = typeof flags.from === 'string' ? flags.from : undefined;
   if (mode === 'disable' && !previousPath) throw new OtaError('USAGE_ERROR', 'keys disable needs --from <current root key package>');
   const previous = previousPath ? parseRootKeyPackage(await readFile(previousPath, 'utf8')).protected : undefined;
-  const disableRoots = list(flags, 'disable-root');
-  const disableSigning = await Promise.all(list(flags, 'disable-signing').map(signingKeyHashFrom));
+  const disableRoots = listFlag(flags['disable-root']);
+  const disableSigning = await Promise.all(listFlag(flags['disable-signing']).map(signingKeyHashFrom));
   if (mode === 'disable' && disableRoots.length + disableSigning.length === 0) {
     throw new OtaError('USAGE_ERROR', 'keys disable needs --disable-root <kid> and/or --disable-signing <key file|sjwk file|hash>');
   }
   const version = flags.version === undefined ? (previous?.version ?? 0) + 1 : Number(flags.version);
   if (!Number.isSafeInteger(version) || version < 1) throw new OtaError('USAGE_ERROR', '--version must be a whole number >= 1');
   const rootKeys = { ...(previous?.rootKeys ?? {}) };
-  for (const file of list(flags, 'root-pub')) {
+  for (const file of listFlag(flags['root-pub'])) {
     const root = await readRootPublicKey(file);
     rootKeys[root.kid] = packagedRootKey(importPublicJwk(root.jwk, file, 'KEY_FILE_INVALID'));
   }
-  for (const kid of list(flags, 'remove-root')) delete rootKeys[kid];
+  for (const kid of listFlag(flags['remove-root'])) delete rootKeys[kid];
   if (Object.keys(rootKeys).length === 0) throw new OtaError('USAGE_ERROR', 'a package lists at least one root: pass --root-pub <root public key file>');
-  const signers = await Promise.all(list(flags, 'sign').map(readRootKey));
+  const signers = await Promise.all(listFlag(flags.sign).map(readRootKey));
   if (signers.length === 0) throw new OtaError('USAGE_ERROR', '--sign <root private key file> is required (repeat for several roots)');
   const contents: RootKeyPackageContents = {
     isTest: flags.test === true || (previous?.isTest ?? false),

@@ -4,6 +4,7 @@ import { OtaError } from '../errors.ts';
 import { createBundle, inspect, verifyBundle } from './bundleCommands.ts';
 import { buildPackage, createRoot, createSigning } from './keysCommands.ts';
 import { CommandOutput } from './output.ts';
+import type { Flags } from './fileArguments.ts';
 import { importUpdate, verifyUpdate } from './updateCommands.ts';
 
 export const USAGE = `ota - keys, signed update manifests and offline bundles for edge-ota
@@ -99,7 +100,7 @@ export async function run(argv: string[]): Promise<number> {
   }
 }
 
-function dispatch(command: string, positionals: string[], flags: Record<string, string | boolean | string[] | undefined>, out: CommandOutput) {
+function dispatch(command: string, positionals: string[], flags: Flags, out: CommandOutput) {
   switch (command) {
     case 'keys create-root':
       return createRoot(flags, out);

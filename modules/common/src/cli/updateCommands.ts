@@ -8,15 +8,14 @@ import { formatUpdateId, isDetachedManifestPointer } from '../manifest/types.ts'
 import { signUpdateManifest } from '../signing/manifestSigner.ts';
 import { verifyUpdateManifest } from '../signing/manifestVerifier.ts';
 import { checkUpdatePolicy } from '../policy/updatePolicy.ts';
-import { collectFiles, hashFile, parseDuration } from './fileArguments.ts';
+import { collectFiles, hashFile, listFlag, parseDuration } from './fileArguments.ts';
+import type { Flags as BaseFlags } from './fileArguments.ts';
 import { readSigningKey, trustStoreFromFlags } from './keyFiles.ts';
 import type { TrustFlags } from './keyFiles.ts';
 import type { CommandOutput } from './output.ts';
 import path from 'node:path';
 
-type Flags = Record<string, string | boolean | string[] | undefined> & TrustFlags;
-
-const list = (value: unknown): string[] => (Array.isArray(value) ? (value as string[]) : typeof value === 'string' ? [value] : []);
+type Flags = BaseFlags & TrustFlags;
 
 /** `ota update import`: checks the payload files against the import manifest, then issues a signed update manifest. */
 export async function importUpdate(positionals: string[], flags: Flags, out: CommandOutput): Promise<Record<string, unknown>> {
@@ -24,7 +23,7 @@ export async function importUpdate(positionals: string[], flags: Flags, out: Com
   if (!importPath) throw new OtaError('USAGE_ERROR', 'ota update import <importmanifest.json> --files ... --signing-key ...');
   if (typeof flags['signing-key'] !== 'string') throw new OtaError('USAGE_ERROR', '--signing-key <signing key file> is required');
   const imported = parseImportManifest(await readFile(importPath));
-  const files = await collectFiles(list(flags.files));
+  const files = await collectFiles(listFlag(flags.files));
   for (const [i, file] of (imported.files ?? []).entries()) {
     const filePath = files.get(file.filename);
     if (!filePath) throw new OtaError('BUNDLE_FILE_MISSING', `/files/${i}: ${file.filename} not found among --files`, { field: `/files/${i}` });
@@ -37,7 +36,7 @@ export async function importUpdate(positionals: string[], flags: Flags, out: Com
     }
   }
   const detachedManifests: DetachedManifestFile[] = [];
-  for (const child of list(flags.child)) {
+  for (const child of listFlag(flags.child)) {
     const bytes = await readFile(child);
     const manifest = parseUpdateManifest(bytes);
     if (isDetachedManifestPointer(manifest)) throw new OtaError('USAGE_ERROR', `--child ${child}: is a pointer, not a full update manifest`);
@@ -72,7 +71,7 @@ export async function verifyUpdate(positionals: string[], flags: Flags, out: Com
   const store = await trustStoreFromFlags(flags);
   const verified = verifyUpdateManifest(await readFile(manifestPath), (await readFile(signaturePath, 'utf8')).trim(), store);
   out.line(`OK: ${formatUpdateId(verified.manifest.updateId)} signed by ${verified.signingKey.kid ?? '(no kid)'} (${verified.signingKey.alg}) under root ${verified.rootKid}`);
-  const device = list(flags.device);
+  const device = listFlag(flags.device);
   let policy: Record<string, unknown> | undefined;
   if (device.length > 0 || typeof flags['installed-version'] === 'string') {
     const properties = Object.fromEntries(device.map((pair) => {
