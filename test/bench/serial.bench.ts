@@ -1,4 +1,4 @@
-// `npm run bench -- serial [--baud 115200] [--kib 256]`: uploads an MCUboot image to the host-built firmware
+// `npm run bench -- serial [--baud 115200] [--kib 256] [--buf-size 2048] [--buf-count 2] [--window N]`: uploads an MCUboot image to the host-built firmware
 // sample over a socat pty pair paced in both directions like a UART at the given baud rate (8N1), and compares
 // the effective payload rate with the ceiling of the SMP console framing on that line.
 //
@@ -22,9 +22,12 @@ import {
 } from '../../modules/serialTranslator/src/index.ts';
 import { startHostDevice, stopAll } from '../../modules/serialTranslator/test/support/hostFirmware.ts';
 
-function option(args: string[], name: string, fallback: number): number {
+function option(args: string[], name: string, fallback: number): number;
+function option(args: string[], name: string, fallback: undefined): number | undefined;
+function option(args: string[], name: string, fallback: number | undefined): number | undefined {
   const at = args.indexOf(`--${name}`);
-  const value = at >= 0 ? Number(args[at + 1]) : fallback;
+  if (at < 0) return fallback;
+  const value = Number(args[at + 1]);
   if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} needs a positive number`);
   return value;
 }
@@ -41,16 +44,18 @@ export async function main(args: string[]): Promise<void> {
   const baud = option(args, 'baud', 115200);
   const kib = option(args, 'kib', 256);
   const image = imageOfSize(kib * 1024);
-  const device = await startHostDevice();
+  const device = await startHostDevice({ bufSize: option(args, 'buf-size', 2048), bufCount: option(args, 'buf-count', 2) });
   let link: SerialPortLink | undefined;
   try {
     link = await SerialPortLink.open({ path: device.pty.hostPath, baudRate: baud });
     const paced = new PacedLink(link, { baud, bitsPerByte: 10 });
     const client = new SmpClient(paced);
-    const { bufSize } = await readParams(client);
+    const { bufSize, bufCount } = await readParams(client);
+    // The same default as FlashFlow: as many chunks in flight as the device has buffers, at most 4.
+    const window = option(args, 'window', undefined) ?? Math.min(bufCount, 4);
 
     const started = performance.now();
-    const result = await uploadImage(client, image, { bufSize });
+    const result = await uploadImage(client, image, { bufSize, window });
     const seconds = (performance.now() - started) / 1000;
     client.close();
 
@@ -64,7 +69,7 @@ export async function main(args: string[]): Promise<void> {
 
     process.stdout.write(
       [
-        `image: ${kib} KiB (${image.length} bytes), line: ${baud} baud 8N1 paced in both directions, device buf_size ${bufSize}`,
+        `image: ${kib} KiB (${image.length} bytes), line: ${baud} baud 8N1 paced in both directions, device buf_size ${bufSize} buf_count ${bufCount}, window ${window}`,
         `upload: ${seconds.toFixed(2)} s in ${result.requests} requests, ${result.retries} retries`,
         `effective: ${effective.toFixed(2)} KiB/s`,
         `framing ceiling: ${ceiling.toFixed(2)} KiB/s  = (${baud}/10) * ${RAW_PER_LINE}/${MAX_LINE_BYTES} / 1024`,
@@ -78,6 +83,7 @@ export async function main(args: string[]): Promise<void> {
         image_kib: kib,
         baud,
         buf_size_bytes: bufSize,
+        window_count: window,
         upload_s: Number(seconds.toFixed(3)),
         requests_count: result.requests,
         retries_count: result.retries,

@@ -38,6 +38,8 @@ static uint8_t rx_frame[SMP_BUF_SIZE + 8];
 static uint8_t tx_buf[1024];
 static smp_rx rx;
 static int unhealthy;
+static uint16_t buf_size = SMP_BUF_SIZE;
+static uint8_t buf_count = 2;
 
 static struct {
     int active;
@@ -178,7 +180,10 @@ void smp_server_boot(const struct smp_server_config *config)
     struct image_info running = image_info(store->slot[0], 0);
     unhealthy = running.valid ? find_marker(store->slot[0], running.hashed) : 1;
     smp_log("app: running version ", running.valid ? running.version : "(none)");
-    smp_rx_init(&rx, rx_frame, sizeof rx_frame);
+    if (config->buf_size && config->buf_size <= SMP_BUF_SIZE) buf_size = config->buf_size;
+    if (config->buf_count) buf_count = config->buf_count;
+    /* A frame holds length + packet + CRC: anything longer than buf_size allows is dropped, as on a device. */
+    smp_rx_init(&rx, rx_frame, (size_t)buf_size + 4);
 }
 
 /* ---- replies ---- */
@@ -250,9 +255,9 @@ static void os_params(const struct request *r)
     cbor_writer w = reply_writer();
     cbor_put_map(&w, 2);
     cbor_put_tstr(&w, "buf_size");
-    cbor_put_uint(&w, SMP_BUF_SIZE);
+    cbor_put_uint(&w, buf_size);
     cbor_put_tstr(&w, "buf_count");
-    cbor_put_uint(&w, 1);
+    cbor_put_uint(&w, buf_count);
     send_reply(r, &w);
 }
 

@@ -7,6 +7,7 @@ import type { ByteLink } from './link.ts';
 import { McubootImageError, verifyMcubootImage } from './mcubootImage.ts';
 import type { VerifiedImage } from './mcubootImage.ts';
 import { echo, readParams, reset } from './osGroup.ts';
+import type { McumgrParams } from './osGroup.ts';
 import { UploadError, confirmImage, readImageState, testImage, uploadImage } from './imageGroup.ts';
 import type { ImageSlot } from './imageGroup.ts';
 import { SERIAL_RESULT_CODES } from './resultCodes.ts';
@@ -62,6 +63,8 @@ export interface FlashFlowOptions {
   imageNumber?: number;
   client?: SmpClientOptions;
   firstChunkTimeoutMs?: number;
+  /** Upload chunks in flight at once; defaults to the device's buf_count (at most 4), 1 when it does not say. */
+  window?: number;
   /** How long the MCU may take to come back after a reset (bootloader swap included). */
   rebootTimeoutMs?: number;
   /** App-specific check after the echo; throw or return false to reject the new image. */
@@ -146,10 +149,10 @@ export class FlashFlow extends EventEmitter<FlashFlowEvents> {
     });
 
     let before: ImageSlot[];
-    let bufSize: number;
+    let params: McumgrParams;
     try {
       this.#progress(phase);
-      bufSize = (await readParams(client)).bufSize;
+      params = await readParams(client);
       before = (await readImageState(client)).filter((s) => s.image === imageNumber);
     } catch (error) {
       return failed(classify(error, 'device-unreachable'), describe(error));
@@ -168,7 +171,9 @@ export class FlashFlow extends EventEmitter<FlashFlowEvents> {
         this.#progress(phase, this.#o.image.length);
       } else {
         await uploadImage(client, this.#o.image, {
-          bufSize,
+          bufSize: params.bufSize,
+          // Pipelining needs the device to say it has buffers for it; then stay within them.
+          window: this.#o.window ?? (params.reported ? Math.min(params.bufCount, 4) : 1),
           imageNumber,
           ...(this.#o.firstChunkTimeoutMs !== undefined ? { firstChunkTimeoutMs: this.#o.firstChunkTimeoutMs } : {}),
           onProgress: (p) => this.#progress('upload', p.bytesSent, { chunkSize: p.chunkSize, retries: p.retries }),

@@ -84,6 +84,8 @@ export interface UploadOptions {
   firstChunkData?: number;
   /** Chunk size never shrinks below this while adapting to a noisy line. */
   minChunkData?: number;
+  /** Chunks in flight at once; at most the device's buf_count. 1 waits for every reply. */
+  window?: number;
   /** Consecutive unanswered chunks before the upload gives up. */
   maxConsecutiveFailures?: number;
   onProgress?: (progress: UploadProgress) => void;
@@ -117,79 +119,139 @@ export function maxChunkData(bufSize: number, fields: CborMap): number {
   return Math.max(0, n);
 }
 
+type ChunkOutcome = { ok: true; off: number; match: boolean | undefined } | { ok: false; error: unknown };
+
+interface InFlight {
+  off: number;
+  n: number;
+  outcome: Promise<ChunkOutcome>;
+}
+
 /**
  * Uploads an image to the secondary slot. The device's `off` in each reply is authoritative: after a lost
  * reply, a duplicate or a reconnect, the upload continues from where the device says it is. A first request
  * for an image the device already holds in part (same sha and len) is answered with the offset reached, which
  * is how an interrupted upload resumes. The chunk shrinks when chunks go unanswered (a noisy line corrupts
  * long frames far more often than short ones) and grows back while they get through.
+ *
+ * With `window` > 1 (the device has several SMP buffers) the next chunks are sent before the previous reply
+ * is in, hiding the device's flash write time and the reply's trip. Replies come back in order; when one
+ * is missing or names another offset, the chunks behind it are let run out and the upload continues from the
+ * offset the device reported last. After a failure the window closes to one chunk until the line is calm.
  */
 export async function uploadImage(client: SmpClient, image: Uint8Array, options: UploadOptions): Promise<UploadResult> {
   const imageNumber = options.imageNumber ?? 0;
   const sha = new Uint8Array(createHash('sha256').update(image).digest());
   const minChunk = options.minChunkData ?? 64;
   const maxFailures = options.maxConsecutiveFailures ?? 12;
+  const window = Math.max(1, Math.min(options.window ?? 1, 8));
   const steadyMax = maxChunkData(options.bufSize, chunkFields(1, image, sha, imageNumber));
   if (steadyMax < minChunk) throw new UploadError(`device buffer of ${options.bufSize} bytes leaves no room for data`);
 
-  let off = 0;
+  let deviceOff = 0;
+  let nextOff = 0;
   let limit = steadyMax;
   let failures = 0;
   let streak = 0;
+  let calm = 0;
   let retries = 0;
   let requests = 0;
   let resumed = false;
   let restarts = 0;
+  const inFlight: InFlight[] = [];
   // A bound on the whole loop: every request either advances, shrinks the chunk, or counts towards a limit.
   const maxRequests = Math.ceil(image.length / minChunk) * 4 + 100;
 
-  while (off < image.length) {
+  const send = (off: number): InFlight => {
     if (++requests > maxRequests) throw new UploadError(`upload made no progress within ${maxRequests} requests`);
     const fields = chunkFields(off, image, sha, imageNumber);
     // The first chunk waits for the erase and is retried only after the long timeout: keep it short so a
     // noisy line is unlikely to corrupt it. The following chunks then grow to the steady size.
     const firstLimit = off === 0 ? Math.min(limit, options.firstChunkData ?? 256) : limit;
     const n = Math.min(firstLimit, maxChunkData(options.bufSize, fields), image.length - off);
-    const body = { ...fields, data: image.subarray(off, off + n) };
-    let reply;
-    try {
-      reply = await client.request({
+    const outcome = client
+      .request({
         op: 'write',
         group: IMAGE_GROUP,
         command: IMAGE_UPLOAD,
-        body,
+        body: { ...fields, data: image.subarray(off, off + n) },
         retries: 0,
         ...(off === 0 ? { timeoutMs: options.firstChunkTimeoutMs ?? 15_000 } : {}),
-      });
-    } catch (error) {
-      // A link that stays down past the client's wait counts like an unanswered chunk: bounded the same way.
-      if (error instanceof SmpTimeoutError || error instanceof LinkDownError) {
-        retries++;
+      })
+      .then(
+        (reply): ChunkOutcome => {
+          const next = reply.body.off;
+          if (typeof next !== 'number' || next < 0 || next > image.length) {
+            return { ok: false, error: new UploadError(`device replied with offset ${JSON.stringify(next ?? null) ?? typeof next}`) };
+          }
+          return { ok: true, off: next, match: typeof reply.body.match === 'boolean' ? reply.body.match : undefined };
+        },
+        (error: unknown): ChunkOutcome => ({ ok: false, error }),
+      );
+    return { off, n, outcome };
+  };
+
+  /** Lets the chunks behind a failed or out-of-step one run out; returns the last offset the device named. */
+  const drain = async (): Promise<void> => {
+    for (const chunk of inFlight.splice(0)) {
+      const outcome = await chunk.outcome;
+      if (outcome.ok) deviceOff = outcome.off;
+    }
+    nextOff = deviceOff;
+  };
+
+  try {
+    while (deviceOff < image.length) {
+      // The first chunk goes alone: it may wait for an erase, and its reply may say to resume elsewhere.
+      const depth = calm >= 8 ? window : 1;
+      const push = (): void => {
+        const chunk = send(nextOff);
+        inFlight.push(chunk);
+        nextOff = chunk.off + chunk.n;
+      };
+      if (inFlight.length === 0) push();
+      while (inFlight[0]!.off !== 0 && inFlight.length < depth && nextOff < image.length) push();
+
+      const head = inFlight.shift()!;
+      const outcome = await head.outcome;
+      if (!outcome.ok) {
+        const error = outcome.error;
+        // A link that stays down past the client's wait counts like an unanswered chunk: bounded the same way.
+        if (error instanceof SmpTimeoutError || error instanceof LinkDownError) {
+          retries++;
+          streak = 0;
+          calm = 0;
+          if (++failures > maxFailures) throw new UploadError(`${failures} chunks in a row went unanswered at offset ${head.off}`);
+          limit = Math.max(minChunk, Math.floor(limit / 2));
+          await drain();
+          continue;
+        }
+        // A device that lost its upload state (it was reset, or the upload was taken over) refuses a chunk
+        // in the middle; starting again from offset 0 with sha and len lets it resume or restart cleanly.
+        if (error instanceof SmpDeviceError && head.off !== 0 && restarts < 2) {
+          restarts++;
+          await drain();
+          deviceOff = 0;
+          nextOff = 0;
+          continue;
+        }
+        throw error;
+      }
+      failures = 0;
+      calm++;
+      if (head.off === 0 && outcome.off > head.n) resumed = true;
+      if (outcome.match === false) throw new UploadError('device reports the uploaded image does not match its sha');
+      deviceOff = outcome.off;
+      if (deviceOff !== head.off + head.n) await drain();
+      if (++streak >= 4 && limit < steadyMax) {
+        limit = Math.min(steadyMax, Math.ceil(limit * 1.5));
         streak = 0;
-        if (++failures > maxFailures) throw new UploadError(`${failures} chunks in a row went unanswered at offset ${off}`);
-        limit = Math.max(minChunk, Math.floor(limit / 2));
-        continue;
       }
-      // A device that lost its upload state (it was reset, or the upload was taken over) refuses a chunk in
-      // the middle; starting again from offset 0 with sha and len lets it resume or restart cleanly.
-      if (error instanceof SmpDeviceError && off !== 0 && restarts < 2) {
-        restarts++;
-        off = 0;
-        continue;
-      }
-      throw error;
+      options.onProgress?.({ bytesSent: deviceOff, totalBytes: image.length, chunkSize: head.n, retries });
     }
-    failures = 0;
-    const next = reply.body.off;
-    if (typeof next !== 'number' || next < 0 || next > image.length) throw new UploadError(`device replied with offset ${JSON.stringify(next ?? null) ?? typeof next}`);
-    if (off === 0 && next > n) resumed = true;
-    if (reply.body.match === false) throw new UploadError('device reports the uploaded image does not match its sha');
-    off = next;
-    if (++streak >= 4 && limit < steadyMax) {
-      limit = Math.min(steadyMax, Math.ceil(limit * 1.5));
-      streak = 0;
-    }
-    options.onProgress?.({ bytesSent: off, totalBytes: image.length, chunkSize: n, retries });
+  } finally {
+    // Nothing is left pending behind a thrown error: later replies are simply ignored by the client.
+    await Promise.all(inFlight.splice(0).map((chunk) => chunk.outcome));
   }
   return { bytes: image.length, requests, retries, resumed };
 }

@@ -99,3 +99,14 @@ describe('structural refusals', () => {
     expect(refusal(() => verifyMcubootImage(new Uint8Array(4)))).toBe('image-truncated');
   });
 });
+
+describe('result codes', () => {
+  it('are unique and packed as facility mcu (0x5) / component / code', async () => {
+    const { SERIAL_RESULT_CODES } = await import('../src/resultCodes.ts');
+    const values = Object.values(SERIAL_RESULT_CODES);
+    expect(new Set(values).size).toBe(values.length);
+    expect(SERIAL_RESULT_CODES['image-hash-mismatch']).toBe(0x50300106);
+    expect(SERIAL_RESULT_CODES['health-echo-failed']).toBe(0x50400105);
+    for (const v of values) expect(v >>> 28).toBe(0x5);
+  });
+});

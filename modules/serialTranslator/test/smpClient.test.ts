@@ -27,10 +27,16 @@ afterEach(async () => {
   for (const fn of cleanups.splice(0)) await fn();
 });
 
-function setup(options: { faults?: ConstructorParameters<typeof FaultyLink>[1]; bufSize?: number; chatty?: boolean } = {}) {
+function setup(
+  options: { faults?: ConstructorParameters<typeof FaultyLink>[1]; bufSize?: number; chatty?: boolean; replyDelayMs?: number } = {},
+) {
   const [hostEnd, deviceEnd] = memoryLinkPair();
   const link: ByteLink = options.faults ? new FaultyLink(hostEnd, options.faults) : hostEnd;
-  const device = new SimulatedDevice(deviceEnd, image('1.0.0'), { bufSize: options.bufSize ?? 1024, chatty: options.chatty ?? false });
+  const device = new SimulatedDevice(deviceEnd, image('1.0.0'), {
+    bufSize: options.bufSize ?? 1024,
+    chatty: options.chatty ?? false,
+    replyDelayMs: options.replyDelayMs ?? 0,
+  });
   cleanups.push(() => device.stop(), () => hostEnd.close(), () => deviceEnd.close());
   return { link, device };
 }
@@ -112,6 +118,28 @@ describe('SmpClient', () => {
     const slots = await readImageState(client);
     expect(slots.map((s) => s.version)).toEqual(['1.0.0', '2.0.0']);
     expect((link as FaultyLink).counts.corrupted).toBeGreaterThan(0);
+  });
+
+  it('keeps up to `window` chunks in flight and never more', async () => {
+    for (const window of [1, 3]) {
+      const { link, device } = setup({ replyDelayMs: 3 });
+      const client = new SmpClient(link);
+      const img = image('2.0.0', 24 * 1024);
+      await uploadImage(client, img, { bufSize: 1024, window });
+      expect(Buffer.from(device.secondary.bytes!)).toEqual(Buffer.from(img));
+      expect(device.maxOutstanding).toBe(window);
+    }
+  });
+
+  it('pipelines through a damaged line and still writes the exact image', async () => {
+    const fault = { drop: 0.0003, duplicate: 0.0003, corrupt: 0.0004 };
+    const { link, device } = setup({ faults: { seed: 11, tx: fault, rx: fault }, replyDelayMs: 1 });
+    const client = new SmpClient(link, { timeoutMs: 200, minTimeoutMs: 20 });
+    const img = image('2.0.0', 32 * 1024);
+    const result = await uploadImage(client, img, { bufSize: 1024, window: 4, firstChunkTimeoutMs: 200, maxConsecutiveFailures: 30 });
+    expect(result.retries).toBeGreaterThan(0);
+    expect(device.maxOutstanding).toBeGreaterThan(1);
+    expect(Buffer.from(device.secondary.bytes!)).toEqual(Buffer.from(img));
   });
 
   it('resumes an upload from the offset the device already holds', async () => {

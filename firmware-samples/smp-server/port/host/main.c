@@ -85,7 +85,7 @@ void port_reset(void)
 
 static void usage(const char *self)
 {
-    fprintf(stderr, "usage: %s --port PATH --storage FILE [--factory-version X.Y.Z] [--erase-ms N]\n", self);
+    fprintf(stderr, "usage: %s --port PATH --storage FILE [--factory-version X.Y.Z] [--erase-ms N] [--buf-size N] [--buf-count N]\n", self);
     exit(2);
 }
 
@@ -93,11 +93,13 @@ int main(int argc, char **argv)
 {
     saved_argv = argv;
     const char *storage = NULL;
-    struct smp_server_config config = {1, 0, 0};
+    struct smp_server_config config = {1, 0, 0, 0, 0};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--port") && i + 1 < argc) port_path = argv[++i];
         else if (!strcmp(argv[i], "--storage") && i + 1 < argc) storage = argv[++i];
         else if (!strcmp(argv[i], "--erase-ms") && i + 1 < argc) erase_ms = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--buf-size") && i + 1 < argc) config.buf_size = (uint16_t)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--buf-count") && i + 1 < argc) config.buf_count = (uint8_t)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--factory-version") && i + 1 < argc) {
             unsigned a = 1, b = 0, c = 0;
             if (sscanf(argv[++i], "%u.%u.%u", &a, &b, &c) < 1) usage(argv[0]);

@@ -80,7 +80,7 @@ int main(void)
 {
     UART_BAUDDIV = 16;
     UART_CTRL = 3; /* TX and RX enable */
-    static const struct smp_server_config config = {1, 0, 0};
+    static const struct smp_server_config config = {1, 0, 0, 0, 0};
     smp_server_boot(&config);
     for (;;) {
         while (!(UART_STATE & STATE_RX_FULL)) {

@@ -85,7 +85,14 @@ export interface HostDevice {
   storage: string;
 }
 
-export async function startHostDevice(options: { eraseMs?: number; factoryVersion?: string } = {}): Promise<HostDevice> {
+export interface HostDeviceOptions {
+  eraseMs?: number;
+  factoryVersion?: string;
+  bufSize?: number;
+  bufCount?: number;
+}
+
+export async function startHostDevice(options: HostDeviceOptions = {}): Promise<HostDevice> {
   const binary = buildHostFirmware();
   const dir = mkdtempSync(path.join(tmpdir(), 'smp-host-'));
   const pty = new PtyPair(dir);
@@ -94,6 +101,8 @@ export async function startHostDevice(options: { eraseMs?: number; factoryVersio
   const args = ['--port', pty.devicePath, '--storage', storage];
   if (options.eraseMs) args.push('--erase-ms', String(options.eraseMs));
   if (options.factoryVersion) args.push('--factory-version', options.factoryVersion);
+  if (options.bufSize) args.push('--buf-size', String(options.bufSize));
+  if (options.bufCount) args.push('--buf-count', String(options.bufCount));
   const firmware = track(spawn(binary, args, { stdio: ['ignore', 'ignore', 'inherit'] }));
   return { dir, pty, firmware, storage };
 }

@@ -18,6 +18,8 @@ export interface SimulatedDeviceOptions {
   bufSize?: number;
   /** Log lines written between replies, as an MCU printing to the same UART would. */
   chatty?: boolean;
+  /** Holds every reply this long, so a pipelining client has several requests in flight. */
+  replyDelayMs?: number;
 }
 
 export class SimulatedDevice {
@@ -34,12 +36,17 @@ export class SimulatedDevice {
   upload: { len: number; sha: Uint8Array; off: number; data: Uint8Array } | undefined;
   resets = 0;
   requestsSeen = 0;
+  repliesSent = 0;
+  /** The most requests received and not yet answered at any moment: the client's effective window. */
+  maxOutstanding = 0;
+  readonly #replyDelayMs: number;
   readonly #unsubscribe: () => void;
 
   constructor(link: ByteLink, initialImage: Uint8Array, options: SimulatedDeviceOptions = {}) {
     this.#link = link;
     this.#bufSize = options.bufSize ?? 1024;
     this.#chatty = options.chatty ?? false;
+    this.#replyDelayMs = options.replyDelayMs ?? 0;
     this.primary.bytes = initialImage;
     this.#unsubscribe = link.onData((bytes) => {
       for (const event of this.#decoder.push(bytes)) if (event.kind === 'packet') this.#onPacket(event.packet);
@@ -57,7 +64,12 @@ export class SimulatedDevice {
     packet.set(header);
     packet.set(cbor, SMP_HEADER_SIZE);
     const log = this.#chatty ? Buffer.from(`[00:00:0${this.requestsSeen % 10}] <inf> app: handled request\r\n`) : Buffer.alloc(0);
-    void this.#link.write(new Uint8Array(Buffer.concat([log, encodeConsoleFrame(packet), log]))).catch(() => undefined);
+    const send = () => {
+      this.repliesSent++;
+      void this.#link.write(new Uint8Array(Buffer.concat([log, encodeConsoleFrame(packet), log]))).catch(() => undefined);
+    };
+    if (this.#replyDelayMs) setTimeout(send, this.#replyDelayMs);
+    else send();
   }
 
   #error(h: ReturnType<typeof decodeSmpHeader>, rc: number): void {
@@ -74,6 +86,7 @@ export class SimulatedDevice {
       return;
     }
     this.requestsSeen++;
+    this.maxOutstanding = Math.max(this.maxOutstanding, this.requestsSeen - this.repliesSent);
     if (h.group === 0 && h.command === 0) {
       const healthy = !Buffer.from(this.primary.bytes ?? []).includes(HEALTH_FAIL_MARKER);
       this.#reply(h, { r: healthy && typeof body.d === 'string' ? body.d : 'unhealthy' });
