@@ -135,9 +135,12 @@ export async function handleAdmin(req: IncomingMessage, res: ServerResponse, pat
         const results = await running;
         return reply(res, results.every((r) => r.status !== 'failed') ? 200 : 502, { results });
       }
-      void running.then((results) => {
-        for (const r of results.filter((x) => x.status === 'failed')) ctx.log.warn('prefetch failed', { ...r });
-      });
+      void running.then(
+        (results) => {
+          for (const r of results.filter((x) => x.status === 'failed')) ctx.log.warn('prefetch failed', { ...r });
+        },
+        (err: unknown) => ctx.log.error('background prefetch failed', { error: (err as Error).message }),
+      );
       return reply(res, 202, { accepted: items.map((i) => i.sha256) });
     }
     if (pathname === '/admin/import' && method === 'POST') {

@@ -133,7 +133,8 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
         if (flights.get(key) === flight) flights.delete(key);
         if (flight.stored) await space.afterPublish();
         metrics.counters.evictions = space.evictions;
-      });
+      })
+      .catch((err: unknown) => log.error('eviction after publish failed', { key, error: (err as Error).message }));
     return flight;
   }
 
@@ -183,6 +184,14 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
       verifying.set(sha256, pending);
     }
     return pending;
+  }
+
+  function rememberSources(sha256: string, origins: readonly string[]): void {
+    try {
+      store.addSources(sha256, origins.slice(0, MAX_ORIGINS));
+    } catch (err) {
+      log.warn('could not remember sources', { sha256, error: (err as Error).message });
+    }
   }
 
   function safeTouch(sha256: string): void {
@@ -269,7 +278,7 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
     const origins = requestedOrigins(req.headers[ORIGIN_HEADER], query);
     if (!origins) return replyError(res, 'BAD_ORIGIN', 'origin URLs must be absolute http(s) URLs');
     if (await serveStored(req, res, sha256)) return;
-    if (origins.length > 0) store.addSources(sha256, origins.slice(0, MAX_ORIGINS));
+    if (origins.length > 0) rememberSources(sha256, origins);
     const flight = contentFlight(sha256, origins, via);
     if (!flight) return replyError(res, 'NO_SOURCE', 'object not cached and no origin known');
     await serveFlight(req, res, flight);

@@ -122,9 +122,15 @@ export class ContentStore {
     } finally {
       closeSync(dir);
     }
-    this.#db
-      .prepare('INSERT OR REPLACE INTO objects (sha256, size, verified, last_access, content_type) VALUES (?, ?, 1, ?, ?)')
-      .run(sha256, size, ++this.#clock, contentType);
+    try {
+      this.#db
+        .prepare('INSERT OR REPLACE INTO objects (sha256, size, verified, last_access, content_type) VALUES (?, ?, 1, ?, ?)')
+        .run(sha256, size, ++this.#clock, contentType);
+    } catch (err) {
+      // A file without its index row would hold space until the next start: take it back now.
+      await unlink(target).catch(() => undefined);
+      throw err;
+    }
   }
 
   markVerified(sha256: string): void {
