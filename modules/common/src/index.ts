@@ -47,3 +47,36 @@ export type { BundleContents, BundleProgress } from './bundle/bundleWriter.ts';
 export { readBundle } from './bundle/bundleReader.ts';
 export type { BundleFile, ReadBundleOptions, VerifiedBundle } from './bundle/bundleReader.ts';
 export { BUNDLE_EXTENSION, MANIFEST_ENTRY, ROOT_KEY_PACKAGE_ENTRY, SIGNATURE_ENTRY } from './bundle/layout.ts';
+
+export {
+  FEEDBACK_MESSAGE_PROPERTY,
+  FEEDBACK_OUTPUT,
+  FEEDBACK_SCHEMA,
+  MAX_FEEDBACK_BYTES,
+  feedbackMessageId,
+  isTerminalFeedback,
+  parseFeedbackMessage,
+} from './contracts/feedback.ts';
+export type { FeedbackMessage, FeedbackStatus, FeedbackStep } from './contracts/feedback.ts';
+export {
+  APPLY_UPDATE_METHOD,
+  DEVICE_UPDATE_TWIN_PROPERTY,
+  MAX_METHOD_PAYLOAD_BYTES,
+  MAX_TWIN_STRING_BYTES,
+  WORKFLOW_CANCEL,
+  WORKFLOW_PROCESS_DEPLOYMENT,
+  fitsInTwin,
+  parseUpdateDelivery,
+} from './contracts/updateDelivery.ts';
+export type { ApplyUpdateReply, UpdateDelivery } from './contracts/updateDelivery.ts';
+export {
+  FLASH_FIRMWARE_METHOD,
+  GET_FLASH_STATUS_METHOD,
+  MCU_FLASH_SCHEMA,
+  MCU_PROGRESS_INPUT,
+  MCU_PROGRESS_OUTPUT,
+  isFinalFlashStatus,
+  parseMcuFlashProgress,
+  parseMcuFlashRequest,
+} from './contracts/mcuFlash.ts';
+export type { McuFlashPhase, McuFlashProgress, McuFlashRequest, McuFlashStatus } from './contracts/mcuFlash.ts';

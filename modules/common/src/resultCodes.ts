@@ -62,7 +62,7 @@ const successes = [
 const trust = { manifest: 0x01, signature: 0x02, chain: 0x03, rootKeyPackage: 0x04, policy: 0x05 } as const;
 const download = { http: 0x01, content: 0x02, storage: 0x03 } as const;
 const install = { install: 0x01, apply: 0x02, health: 0x03, rollback: 0x04 } as const;
-const workflow = { job: 0x01 } as const;
+const workflow = { job: 0x01, contract: 0x02 } as const;
 const mcu = { transport: 0x01, smp: 0x02, image: 0x03 } as const;
 const cache = { cache: 0x01 } as const;
 const bundle = { container: 0x01, content: 0x02 } as const;
@@ -124,6 +124,9 @@ const failures = [
   ['CANCELLED', 'workflow', workflow.job, 0x001, 'The job was cancelled before it finished.'],
   ['JOB_TIMEOUT', 'workflow', workflow.job, 0x002, 'The job did not finish within its deadline.'],
   ['JOB_SUPERSEDED', 'workflow', workflow.job, 0x003, 'A newer deployment replaced this job.'],
+  ['UPDATE_DELIVERY_INVALID', 'workflow', workflow.contract, 0x001, 'An applyUpdate payload or deviceUpdate twin value breaks the update-delivery contract.'],
+  ['FEEDBACK_INVALID', 'workflow', workflow.contract, 0x002, 'A feedback message breaks the feedback contract (schema, size, id).'],
+  ['MCU_FLASH_REQUEST_INVALID', 'workflow', workflow.contract, 0x003, 'A flashFirmware request or mcuProgress message breaks the MCU flash contract.'],
   // MCU
   ['MCU_TIMEOUT', 'mcu', mcu.transport, 0x001, 'The MCU did not answer an SMP request in time.'],
   ['MCU_TRANSPORT_ERROR', 'mcu', mcu.transport, 0x002, 'The serial link failed or framing was corrupt.'],
