@@ -148,6 +148,7 @@ describe('content-addressed GET /sha256/<hash>', () => {
     expect(early.status).toBe(206);
     expect(early.headers['x-cache']).toBe('MISS');
     expect(early.body.equals(body.subarray(1000, 5000))).toBe(true);
+    const multi = fetchRaw(url, { headers: { range: `bytes=0-9,${2 << 20}-${(2 << 20) + 9}` } });
     const late = fetchRaw(url, { headers: { range: `bytes=${(3 << 20) - 100}-` } });
     let lateDone = false;
     void late.then(() => (lateDone = true));
@@ -157,6 +158,10 @@ describe('content-addressed GET /sha256/<hash>', () => {
     const lateResult = await late;
     expect(lateResult.status).toBe(206);
     expect(lateResult.body.equals(body.subarray(body.length - 100))).toBe(true);
+    const multiResult = await multi;
+    expect(multiResult.status).toBe(206);
+    const parts = multipartParts(multiResult.body, multiResult.headers['content-type']!);
+    expect(parts.map((p) => p.data)).toEqual([body.subarray(0, 10), body.subarray(2 << 20, (2 << 20) + 10)]);
     expect((await whole).body.equals(body)).toBe(true);
     expect(origin.requestsFor('/slow.bin')).toHaveLength(1);
   });
