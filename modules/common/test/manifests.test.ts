@@ -1,5 +1,7 @@
 /* eslint-disable @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-return, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-assignment --
    hostile-input tables mutate untyped JSON on purpose: that is the point of them. */
+import { readFileSync } from 'node:fs';
+import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import { isOtaError, parseImportManifest, parseUpdateManifest, updateManifestFromImport } from '../src/index.ts';
 import type { FullUpdateManifest, ResultCodeName } from '../src/index.ts';
@@ -211,6 +213,21 @@ describe('update manifest from an import manifest', () => {
     expect(manifest.files.file2!.filename).toBe(childFile.filename);
     expect(manifest.edgeOta).toEqual({ manifestId: 'issue-0001', expiresDateTime: '2030-01-01T00:00:00.000Z', rollback: true });
     expect(JSON.parse(bytes.toString())).toEqual(manifest);
+  });
+
+  it('produces manifests that ADU’s own update manifest schema accepts, edgeOta included', () => {
+    const ajv = new Ajv({ strict: false });
+    for (const file of ['azure-deviceupdate-manifest-definitions-5.0.json', 'azure-deviceupdate-update-manifest-5.json']) {
+      ajv.addSchema(JSON.parse(readFileSync(`/work/shared/schemas/${file}`, 'utf8')) as object);
+    }
+    const validate = ajv.getSchema('https://json.schemastore.org/azure-deviceupdate-update-manifest-5.json')!;
+    const { bytes } = updateManifestFromImport(parseImportManifest(JSON.stringify(validImport())), {
+      expiresDateTime: new Date('2030-01-01T00:00:00Z'),
+      rollback: true,
+      minimumVersion: '1.0',
+      detachedManifests: [{ manifest: child, file: childFile }],
+    });
+    expect(validate(JSON.parse(bytes.toString())), JSON.stringify(validate.errors)).toBe(true);
   });
 
   it('refuses a reference step whose detached manifest was not supplied', () => {

@@ -5,6 +5,7 @@ import {
   TrustStore,
   certifySigningKey,
   createRootKeyPackage,
+  generateKeyPair,
   packagedRootKey,
   publicJwk,
   signUpdateManifest,
@@ -45,6 +46,15 @@ describe('update manifest signing round trips', () => {
       expect(JSON.parse(Buffer.from(header, 'base64url').toString())).toMatchObject({ alg });
     });
   }
+
+  it('works with EC P-256 and Ed25519 roots built into a trust store (packages still carry RSA roots only)', () => {
+    for (const alg of ['ES256', 'EdDSA'] as const) {
+      const { privateKey, publicKey } = generateKeyPair(alg);
+      const compactRoot = { kid: `root-${alg}`, privateKey, publicKey };
+      const m = signedManifest(makeSigningKey(compactRoot, 'EdDSA'));
+      expect(verifyUpdateManifest(m.bytes, m.signature, trustStoreFor(compactRoot)).rootKid, alg).toBe(`root-${alg}`);
+    }
+  });
 
   it('puts ADU-shaped payload and sjwk in the JWS', () => {
     const { bytes, signature } = signedManifest(signers.RS256!);
