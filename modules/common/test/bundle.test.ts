@@ -265,3 +265,14 @@ function fixChecksum(header: Buffer): void {
   for (const byte of header) sum += byte;
   header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'ascii');
 }
+
+describe('bundle inspection', () => {
+  it('lists entries and unverified metadata, and still refuses a broken archive', async () => {
+    const { inspectBundle } = await import('../src/bundle/bundleInspector.ts');
+    const listing = await inspectBundle(writeTemp(encode([...metadata(), ...payloadEntries()])));
+    expect(listing.entries.map((e) => e.name)).toEqual(['updatemanifest.json', 'updatemanifest.json.jws', ...world.payload.map((p) => `files/${p.filename}`)]);
+    expect(listing.signature).toEqual({ alg: 'ES256', signingKeyKid: 'signer-ES256', rootKid: root.kid });
+    expect(listing.manifest?.updateId.name).toBe('Toaster');
+    await expect(inspectBundle(writeTemp(encode([...metadata(), ...payloadEntries()]).subarray(0, 4000)))).rejects.toMatchObject({ code: 'BUNDLE_TRUNCATED' });
+  });
+});

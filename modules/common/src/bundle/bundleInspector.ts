@@ -1,5 +1,6 @@
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
+import { OtaError } from '../errors.ts';
 import { decodeBase64url, isPlainObject } from '../encoding.ts';
 import { parseUpdateManifest } from '../manifest/updateManifest.ts';
 import type { UpdateManifest } from '../manifest/types.ts';
@@ -29,8 +30,8 @@ export async function inspectBundle(source: string | Readable): Promise<BundleIn
       result.entries.push({ name: header.name, size: header.size, typeflag: header.typeflag });
       const isMetadata = [MANIFEST_ENTRY, SIGNATURE_ENTRY, ROOT_KEY_PACKAGE_ENTRY].includes(header.name) && header.size <= MAX_METADATA_BYTES;
       if (!isMetadata) {
-        await cursor.skip(header.type === 'file' ? header.size : 0);
-        await skipPadding(cursor, header.type === 'file' ? header.size : 0);
+        if (!(await cursor.skip(header.size))) throw new OtaError('BUNDLE_TRUNCATED', `bundle entry ${JSON.stringify(header.name)}: ends early`);
+        await skipPadding(cursor, header.size);
         continue;
       }
       const data = await readPadded(cursor, header.size);

@@ -49,8 +49,8 @@ function refuse(code: 'BUNDLE_PATH_REFUSED' | 'BUNDLE_DUPLICATE_ENTRY' | 'BUNDLE
 }
 
 /**
- * Reads an offline bundle as a stream: verifies the manifest's signature chain (adopting a newer root key package
- * the bundle carries), then checks every payload entry against the signed size and sha256 while it passes
+ * Reads an offline bundle as a stream: verifies the manifest's signature chain (trying a newer root key package
+ * the bundle carries on a copy of the trust store, committed only at the end), then checks every payload entry against the signed size and sha256 while it passes
  * through. Memory use does not depend on the bundle's size. Refuses links and other non-files, unexpected or
  * duplicate names, path tricks, size disagreements, missing files, truncation and data after the end marker.
  */
