@@ -38,6 +38,11 @@ export interface ContentCacheOptions {
   minFreeBytes?: number;
   /** When set, content and metrics requests need `Bearer deriveChildToken(secret, deviceId)`. */
   childTokenSecret?: string | undefined;
+  /**
+   * Delivery Optimization clients cannot send bearer tokens: with this set, URL-mode requests (still
+   * limited to originHosts) are served without one even when childTokenSecret is set.
+   */
+  deliveryWithoutToken?: boolean;
   /** When set, /admin needs `Bearer <adminToken>`; without it the admin API is open (development). */
   adminToken?: string | undefined;
   /** Token this cache presents to its parent. */
@@ -375,7 +380,8 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
           log,
         });
       }
-      if (!authorisedChild(req)) return deny(res);
+      const delivery = query.has('cacheHostOrigin') && !pathname.startsWith('/sha256/');
+      if (!(delivery && options.deliveryWithoutToken) && !authorisedChild(req)) return deny(res);
       if (pathname === '/stats') return reply(res, 200, summary());
       if (pathname === '/metrics') {
         const s = summary();
@@ -397,7 +403,7 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
         if (!SHA256_HEX.test(sha)) return replyError(res, 'BAD_HASH', 'expected 64 lower-case hex digits');
         return await serveContent(req, res, sha, query, via);
       }
-      if (query.has('cacheHostOrigin')) return await serveDelivery(req, res, rawUrl, via);
+      if (delivery) return await serveDelivery(req, res, rawUrl, via);
       return replyError(res, 'NOT_FOUND', 'use /sha256/<hash> or ?cacheHostOrigin=');
     } catch (err) {
       log.error('request failed', { url: req.url, error: (err as Error).message });

@@ -45,6 +45,7 @@ const cache = createContentCache({
   upstreamIdleTimeoutMs: env.CACHE_UPSTREAM_IDLE_TIMEOUT_MS ? Number(env.CACHE_UPSTREAM_IDLE_TIMEOUT_MS) : undefined,
   minFreeBytes: bytes(env.CACHE_MIN_FREE, 64 * 1024 ** 2),
   childTokenSecret: secret,
+  deliveryWithoutToken: env.CACHE_DELIVERY_WITHOUT_TOKEN === '1',
   adminToken: env.CACHE_ADMIN_TOKEN || undefined,
   upstreamToken,
   upstreamCa: env.CACHE_UPSTREAM_CA_FILE ? readFileSync(env.CACHE_UPSTREAM_CA_FILE) : undefined,

@@ -42,6 +42,20 @@ describe('child tokens', () => {
     expect((await fetchRaw(`${cache.url}/admin/stats`, { headers: { authorization: 'Bearer admin-secret' } })).status).toBe(200);
   });
 
+  it('can serve Delivery Optimization clients, which cannot send tokens, while hashes still need one', async () => {
+    const origin = await h.origin();
+    const body = blob(10_000);
+    origin.objects.set('/do/f', { body });
+    const cache = await h.cache({ childTokenSecret: SECRET, originHosts: [origin.host], deliveryWithoutToken: true });
+    const r = await fetchRaw(`${cache.url}/do/f?cacheHostOrigin=${origin.host}`);
+    expect(r.status).toBe(200);
+    expect(r.body.equals(body)).toBe(true);
+    expect((await fetchRaw(`${cache.url}/sha256/${sha256(body)}`)).status).toBe(401);
+    expect((await fetchRaw(`${cache.url}/do/f?cacheHostOrigin=example.com`)).status).toBe(403);
+    const strict = await h.cache({ childTokenSecret: SECRET, originHosts: [origin.host] });
+    expect((await fetchRaw(`${strict.url}/do/f?cacheHostOrigin=${origin.host}`)).status).toBe(401);
+  });
+
   it('lets a child cache present its derived token to a parent that requires one', async () => {
     const origin = await h.origin();
     const body = blob(50_000);
