@@ -32,6 +32,11 @@ export interface ContentCacheOptions {
   directOrigins?: boolean;
   /** Hosts allowed in URL mode (cacheHostOrigin): "host", "host:port", "https://host". */
   originHosts?: readonly string[];
+  /**
+   * When set, origin URLs that requests name for /sha256/ must be on these hosts. Bytes are hash-checked
+   * either way; this stops children from making the gateway send requests to arbitrary hosts.
+   */
+  contentOriginHosts?: readonly string[];
   quotaBytes?: number;
   highWatermark?: number;
   lowWatermark?: number;
@@ -102,6 +107,7 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
     token: options.upstreamToken,
   });
   const allowedOrigins = originAllowList(options.originHosts ?? []);
+  const contentOrigins = options.contentOriginHosts && new Set(originAllowList(options.contentOriginHosts).keys());
   const maxRanges = options.maxRanges ?? 256;
   const httpAgent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const httpsAgent = new https.Agent({ keepAlive: true, maxSockets: 64, ca: options.upstreamCa });
@@ -282,6 +288,8 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
     }
     const origins = requestedOrigins(req.headers[ORIGIN_HEADER], query);
     if (!origins) return replyError(res, 'BAD_ORIGIN', 'origin URLs must be absolute http(s) URLs');
+    const refused = contentOrigins && origins.find((o) => !contentOrigins.has(new URL(o).host.toLowerCase()));
+    if (refused) return replyError(res, 'ORIGIN_NOT_ALLOWED', `origin ${new URL(refused).host} is not configured`);
     if (await serveStored(req, res, sha256)) return;
     if (origins.length > 0) rememberSources(sha256, origins);
     const flight = contentFlight(sha256, origins, via);

@@ -39,6 +39,7 @@ const cache = createContentCache({
   parents,
   directOrigins: env.CACHE_DIRECT_ORIGINS ? env.CACHE_DIRECT_ORIGINS === '1' : parents.length === 0,
   originHosts: list(env.CACHE_ORIGIN_HOSTS),
+  contentOriginHosts: env.CACHE_CONTENT_ORIGIN_HOSTS ? list(env.CACHE_CONTENT_ORIGIN_HOSTS) : undefined,
   quotaBytes: bytes(env.CACHE_QUOTA, 10 * 1024 ** 3),
   highWatermark: env.CACHE_HIGH_WATERMARK ? Number(env.CACHE_HIGH_WATERMARK) : undefined,
   lowWatermark: env.CACHE_LOW_WATERMARK ? Number(env.CACHE_LOW_WATERMARK) : undefined,

@@ -46,6 +46,19 @@ describe('hostile requests', () => {
     expect(origin.requests.map((r) => r.path)).toEqual(['/ok/file']);
   });
 
+  it('refuses content origins outside the configured hosts, when configured', async () => {
+    const origin = await h.origin();
+    const body = blob(1000);
+    origin.objects.set('/ok/file', { body });
+    const cache = await h.cache({ contentOriginHosts: ['updates.example.com'] });
+    const r = await fetchRaw(`${cache.url}/sha256/${sha256(body)}`, { headers: { 'x-origin-url': `${origin.url}/ok/file` } });
+    expect(r.status).toBe(403);
+    expect(JSON.parse(r.body.toString())).toMatchObject({ error: 'ORIGIN_NOT_ALLOWED' });
+    expect(origin.requests).toHaveLength(0);
+    const open = await h.cache({ contentOriginHosts: ['updates.example.com', origin.host] });
+    expect((await fetchRaw(`${open.url}/sha256/${sha256(body)}`, { headers: { 'x-origin-url': `${origin.url}/ok/file` } })).status).toBe(200);
+  });
+
   it('refuses absolute-form targets (proxy requests)', async () => {
     const { cache, origin } = await setup();
     const line = await raw(cache, `GET http://${origin.host}/ok/file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
