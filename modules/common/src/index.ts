@@ -19,6 +19,7 @@ export { formatUpdateId, isDetachedManifestPointer, isReferenceStep } from './ma
 export { parseImportManifest } from './manifest/importManifest.ts';
 export { EXTENSION_KEY, parseUpdateManifest } from './manifest/updateManifest.ts';
 export { updateManifestFromImport } from './manifest/fromImportManifest.ts';
+export { FileVerifier, parseDetachedManifest } from './manifest/fileIntegrity.ts';
 export type { DetachedManifestFile, UpdateManifestOptions } from './manifest/fromImportManifest.ts';
 
 export { JWS_ALGORITHMS, SIGNING_ALGORITHMS, generateKeyPair, publicJwk, signingKeyHash } from './signing/keys.ts';
