@@ -3,7 +3,8 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdir, open, readdir, rm, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Harness, blob, fetchRaw, settled, sha256, tempDir, until } from './fixtures.ts';
+import http from 'node:http';
+import { Harness, blob, fetchRaw, multipartParts, settled, sha256, tempDir, until } from './fixtures.ts';
 import { ContentStore } from '../src/contentStore.ts';
 import { SpaceKeeper } from '../src/spaceKeeper.ts';
 import { silentLogger } from '../src/log.ts';
@@ -119,8 +120,16 @@ describe('full disk (real tmpfs)', () => {
     const stateDir = await freshState('enospc');
     const cache = await h.cache({ stateDir, minFreeBytes: 0 });
     const hash = sha256(body);
-    const pending = fetchRaw(`${cache.url}/sha256/${hash}`, { headers: { 'x-origin-url': `${origin.url}/img` } });
+    const from = { 'x-origin-url': `${origin.url}/img` };
+    const pending = fetchRaw(`${cache.url}/sha256/${hash}`, { headers: from });
+    const agent = new http.Agent({ maxSockets: 4 });
+    const others = [
+      fetchRaw(`${cache.url}/sha256/${hash}`, { headers: from, agent }),
+      fetchRaw(`${cache.url}/sha256/${hash}`, { headers: { ...from, range: `bytes=1000-${(3 << 20) - 1}` }, agent }),
+      fetchRaw(`${cache.url}/sha256/${hash}`, { headers: { ...from, range: `bytes=0-99,${5 << 20}-${(5 << 20) + 99}` }, agent }),
+    ];
     await origin.holding;
+    await until(() => cache.metrics.counters.missRequests === 4, 'all clients to join the fill');
     // Someone else fills the disk while the object is on its way.
     const filler = path.join(mountPoint, 'filler');
     h.onCleanup(() => rm(filler, { force: true }));
@@ -130,8 +139,18 @@ describe('full disk (real tmpfs)', () => {
     const r = await pending;
     expect(r.cut).toBe(false);
     expect(r.body.equals(body)).toBe(true);
+    // Followers behind, at and beyond the point where the disk filled all get their bytes.
+    const [full, ranged, multi] = await Promise.all(others);
+    agent.destroy();
+    expect(full!.body.equals(body)).toBe(true);
+    expect(ranged!.body.equals(body.subarray(1000, 3 << 20))).toBe(true);
+    expect(multipartParts(multi!.body, multi!.headers['content-type']!).map((p) => p.data)).toEqual([
+      body.subarray(0, 100),
+      body.subarray(5 << 20, (5 << 20) + 100),
+    ]);
     await settled(cache);
     expect(cache.metrics.counters.passThroughFills).toBe(1);
+    expect(cache.metrics.counters.fillsStarted).toBe(1);
     expect(cache.store.lookup(hash)).toBeUndefined();
     expect(await readdir(cache.store.tempDir)).toEqual([]);
     expect(await readdir(cache.store.objectsDir)).toEqual([]);
