@@ -12,7 +12,8 @@ function ota(cwd: string, ...args: string[]): { status: number | null; stdout: s
 }
 
 describe('ota CLI', () => {
-  it('runs the key ceremony, signs, rotates, revokes and bundles, with documented exit codes', () => {
+  // About twenty CLI processes, each starting tsx: give a loaded two-core machine room.
+  it('runs the key ceremony, signs, rotates, revokes and bundles, with documented exit codes', { timeout: 180_000 }, () => {
     const dir = tempDir('edge-ota-cli-');
     const { importManifest } = importManifestFor(dir, [{ filename: 'app.bin', size: 4096 }], '2.0.0');
     writeFileSync(path.join(dir, 'app.importmanifest.json'), JSON.stringify(importManifest));
