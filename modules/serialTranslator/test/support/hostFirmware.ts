@@ -52,18 +52,20 @@ export async function waitFor(check: () => boolean, what: string, timeoutMs = 10
 export class PtyPair {
   readonly hostPath: string;
   readonly devicePath: string;
+  readonly #deviceSocket: string | undefined;
   #socat: ChildProcess | undefined;
 
-  constructor(dir: string) {
+  /** With `deviceSocket`, the device end is a UNIX socket (QEMU's UART chardev) instead of a second pty. */
+  constructor(dir: string, deviceSocket?: string) {
     this.hostPath = path.join(dir, 'host-tty');
-    this.devicePath = path.join(dir, 'device-tty');
+    this.devicePath = deviceSocket ?? path.join(dir, 'device-tty');
+    this.#deviceSocket = deviceSocket;
   }
 
-  /** (Re)creates the pair: both symlinks point at fresh ptys, as after re-plugging a USB serial adapter. */
+  /** (Re)creates the pair: the host symlink points at a fresh pty, as after re-plugging a USB serial adapter. */
   async plug(): Promise<void> {
-    this.#socat = track(
-      spawn('socat', [`pty,raw,echo=0,link=${this.hostPath}`, `pty,raw,echo=0,link=${this.devicePath}`], { stdio: 'ignore' }),
-    );
+    const device = this.#deviceSocket ? `UNIX-CONNECT:${this.#deviceSocket}` : `pty,raw,echo=0,link=${this.devicePath}`;
+    this.#socat = track(spawn('socat', [`pty,raw,echo=0,link=${this.hostPath}`, device], { stdio: 'ignore' }));
     await waitFor(() => existsSync(this.hostPath) && existsSync(this.devicePath), 'socat ptys');
   }
 
@@ -73,7 +75,7 @@ export class PtyPair {
     this.#socat = undefined;
     await waitFor(() => !existsSync(this.hostPath), 'socat to remove its links', 2000).catch(() => {
       rmSync(this.hostPath, { force: true });
-      rmSync(this.devicePath, { force: true });
+      if (!this.#deviceSocket) rmSync(this.devicePath, { force: true });
     });
   }
 }
@@ -105,6 +107,28 @@ export async function startHostDevice(options: HostDeviceOptions = {}): Promise<
   if (options.bufCount) args.push('--buf-count', String(options.bufCount));
   const firmware = track(spawn(binary, args, { stdio: ['ignore', 'ignore', 'inherit'] }));
   return { dir, pty, firmware, storage };
+}
+
+/**
+ * The firmware under qemu-system-arm with UART0 on a UNIX socket, and socat making that socket a pty, so the
+ * "cable" between QEMU and the gateway can be pulled and re-plugged like the host device's.
+ */
+export async function startQemuDeviceOnSocket(): Promise<{ qemu: ChildProcess; pty: PtyPair; dir: string }> {
+  const elf = buildQemuFirmware();
+  const dir = mkdtempSync(path.join(tmpdir(), 'smp-qemu-'));
+  const socket = path.join(dir, 'uart0.sock');
+  const qemu = track(
+    spawn(
+      'qemu-system-arm',
+      ['-M', 'mps2-an385', '-display', 'none', '-monitor', 'none', '-kernel', elf,
+        '-chardev', `socket,id=uart0,path=${socket},server=on,wait=off`, '-serial', 'chardev:uart0'],
+      { stdio: 'ignore' },
+    ),
+  );
+  await waitFor(() => existsSync(socket) || qemu.exitCode !== null, 'QEMU to listen on its UART socket');
+  const pty = new PtyPair(dir, socket);
+  await pty.plug();
+  return { qemu, pty, dir };
 }
 
 /** The firmware under qemu-system-arm (mps2-an385); resolves with the pty QEMU attached UART0 to. */
