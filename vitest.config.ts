@@ -1,10 +1,10 @@
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
-  resolve: {
-    // Workspaces export their TypeScript sources under the "source" condition, so tests run the code as written.
-    conditions: ['source'],
-  },
+  // Workspaces export their TypeScript sources under the "source" condition, so tests run the code as written
+  // (never a stale dist/). Tests run in Vite's SSR environment, which has its own conditions list.
+  resolve: { conditions: ['source'] },
+  ssr: { resolve: { conditions: ['source', 'module', 'node', 'development|production'] } },
   test: {
     include: ['modules/*/test/**/*.test.ts', 'cloud/*/test/**/*.test.ts', 'test/**/*.test.ts'],
     // Node's CJS interop has no synthetic named exports for the Azure SDKs: tests must fail the way Node would.

@@ -1,0 +1,275 @@
+import { OtaError, isOtaError } from '@edge-ota/common';
+import { createHash } from 'node:crypto';
+import type { Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, rename, rm, stat, statfs } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import path from 'node:path';
+
+// Downloads one artifact to disk, streaming: bytes are hashed as they are written, a partial file survives a
+// restart and is continued with an HTTP Range request, several sources are tried in order (the gateway's content
+// cache first, then the origin), transient failures are retried with backoff, and the file only gets its final
+// name once its sha256 matches the signed manifest.
+
+export interface ArtifactSource {
+  url: string;
+  headers?: Record<string, string>;
+}
+
+export interface DownloadRequest {
+  sources: ReadonlyArray<ArtifactSource>;
+  /** base64 sha256 from the signed manifest */
+  sha256: string;
+  sizeInBytes: number;
+  /** Final path; the partial file is `<destination>.part`. */
+  destination: string;
+  signal?: AbortSignal;
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** CA bundle for https sources (e.g. the IoT Edge trust bundle). */
+  ca?: string;
+}
+
+export interface DownloadPolicy {
+  /** Attempts per source for transient failures (connection reset, 5xx, short body). */
+  attemptsPerSource: number;
+  backoffMs: (attempt: number) => number;
+  /** Free space to keep on the volume beyond the artifact itself. */
+  reserveBytes: number;
+  /** No byte for this long: the connection is treated as dead. */
+  idleTimeoutMs: number;
+}
+
+export const defaultDownloadPolicy: DownloadPolicy = {
+  attemptsPerSource: 4,
+  backoffMs: (attempt) => Math.min(30_000, 500 * 2 ** attempt),
+  reserveBytes: 32 * 1024 * 1024,
+  idleTimeoutMs: 60_000,
+};
+
+const writeChunkBytes = 1024 * 1024;
+
+export class ArtifactDownloader {
+  readonly #policy: DownloadPolicy;
+
+  constructor(policy: Partial<DownloadPolicy> = {}) {
+    this.#policy = { ...defaultDownloadPolicy, ...policy };
+  }
+
+  async download(request: DownloadRequest): Promise<void> {
+    if (request.sources.length === 0) throw new OtaError('DOWNLOAD_CONNECTION_FAILED', 'no source URL for the artifact');
+    const partial = `${request.destination}.part`;
+    await mkdir(path.dirname(request.destination), { recursive: true });
+    if (await verifiedAlready(request)) return;
+    let lastError: unknown;
+    for (const source of request.sources) {
+      for (let attempt = 0; attempt < this.#policy.attemptsPerSource; attempt += 1) {
+        request.signal?.throwIfAborted();
+        try {
+          await this.#attempt(request, source, partial);
+          await rename(partial, request.destination);
+          return;
+        } catch (error) {
+          lastError = error;
+          if (request.signal?.aborted) throw request.signal.reason;
+          const verdict = classify(error);
+          if (verdict === 'fatal') throw error;
+          if (verdict === 'nextSource') break;
+          await sleep(this.#policy.backoffMs(attempt), request.signal);
+        }
+      }
+    }
+    throw isOtaError(lastError) ? lastError : new OtaError('DOWNLOAD_CONNECTION_FAILED', `every source failed: ${String(lastError)}`, { cause: lastError });
+  }
+
+  /** One request: continue the partial file from where it ends, hash everything, verify at the end. */
+  async #attempt(request: DownloadRequest, source: ArtifactSource, partial: string): Promise<void> {
+    const size = request.sizeInBytes;
+    let have = await fileSize(partial);
+    if (have > size) {
+      await rm(partial, { force: true });
+      have = 0;
+    }
+    await this.#checkFreeSpace(partial, size - have);
+    const hash = createHash('sha256');
+    if (have > 0) await hashPrefix(partial, have, hash);
+    if (have === size) {
+      await finish(partial, hash, request);
+      return;
+    }
+    const response = await get(source, have, request, this.#policy.idleTimeoutMs);
+    let file: FileHandle | undefined;
+    try {
+      if (response.statusCode === 206) {
+        const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(response.headers['content-range'] ?? '');
+        if (!range || Number(range[1]) !== have) {
+          response.destroy();
+          throw new OtaError('DOWNLOAD_HTTP_ERROR', `${source.url}: 206 with Content-Range ${response.headers['content-range'] ?? '(none)'} for a request from byte ${have}`);
+        }
+      } else if (response.statusCode === 200) {
+        // The server ignored Range: start over.
+        if (have > 0) {
+          hash.destroy();
+          return this.#restart(request, partial, response);
+        }
+      } else {
+        response.resume();
+        throw httpError(source.url, response.statusCode ?? 0);
+      }
+      file = await open(partial, have === 0 ? 'w' : 'a');
+      await this.#receive(response, file, hash, have, request);
+      await file.sync();
+    } finally {
+      await file?.close();
+    }
+    await finish(partial, hash, request);
+  }
+
+  async #restart(request: DownloadRequest, partial: string, response: IncomingMessage): Promise<void> {
+    const hash = createHash('sha256');
+    const file = await open(partial, 'w');
+    try {
+      await this.#receive(response, file, hash, 0, request);
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    await finish(partial, hash, request);
+  }
+
+  async #receive(response: IncomingMessage, file: FileHandle, hash: Hash, startAt: number, request: DownloadRequest): Promise<void> {
+    let done = startAt;
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    const flush = async (): Promise<void> => {
+      if (pendingBytes === 0) return;
+      const chunk = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, pendingBytes);
+      pending = [];
+      pendingBytes = 0;
+      try {
+        await file.write(chunk);
+      } catch (error) {
+        response.destroy();
+        const code = (error as NodeJS.ErrnoException).code;
+        throw code === 'ENOSPC' || code === 'EDQUOT'
+          ? new OtaError('DOWNLOAD_DISK_FULL', `disk full while writing the artifact: ${(error as Error).message}`, { cause: error })
+          : new OtaError('DOWNLOAD_STORAGE_ERROR', `writing the artifact failed: ${(error as Error).message}`, { cause: error });
+      }
+    };
+    try {
+      for await (const chunk of response as AsyncIterable<Buffer>) {
+        if (done + chunk.length > request.sizeInBytes) {
+          response.destroy();
+          throw new OtaError('DOWNLOAD_TOO_LONG', `the server sent more than the ${request.sizeInBytes} bytes the manifest declares`);
+        }
+        hash.update(chunk);
+        pending.push(chunk);
+        pendingBytes += chunk.length;
+        done += chunk.length;
+        // Batch small socket reads into large writes: fewer syscalls, same bytes.
+        if (pendingBytes >= writeChunkBytes) {
+          await flush();
+          request.onProgress?.(done, request.sizeInBytes);
+        }
+      }
+    } finally {
+      // Whatever arrived is kept, so the next attempt (or the next process) continues after it.
+      await flush();
+    }
+    request.onProgress?.(done, request.sizeInBytes);
+    if (done < request.sizeInBytes) {
+      throw new OtaError('DOWNLOAD_TRUNCATED', `the connection ended after ${done} of ${request.sizeInBytes} bytes`);
+    }
+  }
+
+  async #checkFreeSpace(partial: string, needed: number): Promise<void> {
+    const fs = await statfs(path.dirname(partial));
+    const free = Number(fs.bavail) * Number(fs.bsize);
+    if (free < needed + this.#policy.reserveBytes) {
+      throw new OtaError('DOWNLOAD_DISK_FULL', `${needed} bytes needed in ${path.dirname(partial)} (plus ${this.#policy.reserveBytes} reserve), ${free} free`);
+    }
+  }
+}
+
+async function verifiedAlready(request: DownloadRequest): Promise<boolean> {
+  if ((await fileSize(request.destination)) !== request.sizeInBytes) return false;
+  const hash = createHash('sha256');
+  await hashPrefix(request.destination, request.sizeInBytes, hash);
+  return hash.digest('base64') === request.sha256;
+}
+
+async function finish(partial: string, hash: Hash, request: DownloadRequest): Promise<void> {
+  const actual = hash.digest('base64');
+  if (actual !== request.sha256) {
+    // A wrong byte anywhere poisons the whole partial file: start from zero next time.
+    await rm(partial, { force: true });
+    throw new OtaError('DOWNLOAD_HASH_MISMATCH', `sha256 ${actual} does not match the signed ${request.sha256}`);
+  }
+}
+
+async function fileSize(file: string): Promise<number> {
+  try {
+    return (await stat(file)).size;
+  } catch {
+    return 0;
+  }
+}
+
+async function hashPrefix(file: string, length: number, hash: Hash): Promise<void> {
+  for await (const chunk of createReadStream(file, { start: 0, end: length - 1, highWaterMark: writeChunkBytes }) as AsyncIterable<Buffer>) {
+    hash.update(chunk);
+  }
+}
+
+function get(source: ArtifactSource, from: number, request: DownloadRequest, idleTimeoutMs: number): Promise<IncomingMessage> {
+  const url = new URL(source.url);
+  const send = url.protocol === 'https:' ? httpsRequest : url.protocol === 'http:' ? httpRequest : undefined;
+  if (!send) return Promise.reject(new OtaError('DOWNLOAD_HTTP_ERROR', `unsupported URL scheme ${url.protocol}`));
+  const headers: Record<string, string> = { ...source.headers, 'accept-encoding': 'identity' };
+  if (from > 0) headers.range = `bytes=${from}-`;
+  return new Promise((resolve, reject) => {
+    const req = send(url, { headers, ca: request.ca, signal: request.signal }, resolve);
+    req.setTimeout(idleTimeoutMs, () => req.destroy(new OtaError('DOWNLOAD_CONNECTION_FAILED', `${url.host}: no data for ${idleTimeoutMs} ms`)));
+    req.on('error', (error) =>
+      reject(isOtaError(error) || request.signal?.aborted ? error : new OtaError('DOWNLOAD_CONNECTION_FAILED', `${url.host}: ${error.message}`, { cause: error })),
+    );
+    req.end();
+  });
+}
+
+function httpError(url: string, status: number): OtaError {
+  const error = new OtaError('DOWNLOAD_HTTP_ERROR', `${new URL(url).host} answered HTTP ${status}`);
+  (error as OtaError & { httpStatus: number }).httpStatus = status;
+  return error;
+}
+
+/** retry: same source again after a pause; nextSource: this source cannot serve it; fatal: no source can help. */
+function classify(error: unknown): 'retry' | 'nextSource' | 'fatal' {
+  if (!isOtaError(error)) return 'retry';
+  switch (error.code) {
+    case 'DOWNLOAD_DISK_FULL':
+    case 'DOWNLOAD_STORAGE_ERROR':
+      return 'fatal';
+    case 'DOWNLOAD_HASH_MISMATCH':
+    case 'DOWNLOAD_TOO_LONG':
+      return 'nextSource';
+    case 'DOWNLOAD_HTTP_ERROR': {
+      const status = (error as OtaError & { httpStatus?: number }).httpStatus ?? 0;
+      return status >= 500 || status === 408 || status === 429 ? 'retry' : 'nextSource';
+    }
+    default:
+      return 'retry';
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(timer);
+      reject(signal.reason as Error);
+    }, { once: true });
+  });
+}

@@ -1,0 +1,75 @@
+import { TrustStore, createSigningKey, generateKeyPair, parseImportManifest, publicJwk, signUpdateManifest, updateManifestFromImport } from '@edge-ota/common';
+import type { SigningKey, UpdateDelivery } from '@edge-ota/common';
+import { createHash, randomUUID } from 'node:crypto';
+
+// A test publisher: an offline root, a signing key it certified, and deliveries built the way the dispatcher
+// builds them (ADU import manifest -> signed update manifest + file URLs).
+
+export interface Publisher {
+  trustStore(): TrustStore;
+  rootKid: string;
+  deliver(update: UpdateSpec, options?: DeliveryOptions): UpdateDelivery;
+}
+
+export interface StepSpec {
+  handler: string;
+  files: string[];
+  handlerProperties?: Record<string, unknown>;
+}
+
+export interface UpdateSpec {
+  version: string;
+  name?: string;
+  files: Record<string, Buffer>;
+  steps: StepSpec[];
+  compatibility?: Array<Record<string, string>>;
+  rollback?: boolean;
+}
+
+export interface DeliveryOptions {
+  jobId?: string;
+  targetId?: string;
+  baseUrl: string;
+  expires?: Date;
+  manifestId?: string;
+}
+
+export const compatibleProperties = { deviceManufacturer: 'Contoso', deviceModel: 'Gateway' };
+
+export function sha256Base64(data: Buffer): string {
+  return createHash('sha256').update(data).digest('base64');
+}
+
+export function createPublisher(): Publisher {
+  const root = generateKeyPair('ES256');
+  const rootKid = `test-root-${randomUUID().slice(0, 8)}`;
+  const signingKey: SigningKey = createSigningKey({ kid: 'test-signer', alg: 'EdDSA', rootKid, rootPrivateKey: root.privateKey });
+  return {
+    rootKid,
+    trustStore: () => new TrustStore({ rootKeys: [{ kid: rootKid, jwk: publicJwk(root.publicKey) }], aduServiceRoots: false }),
+    deliver(update, options) {
+      const importManifest = parseImportManifest({
+        updateId: { provider: 'Contoso', name: update.name ?? 'GatewayApp', version: update.version },
+        compatibility: update.compatibility ?? [compatibleProperties],
+        instructions: { steps: update.steps.map((s) => ({ handler: s.handler, files: s.files, ...(s.handlerProperties ? { handlerProperties: s.handlerProperties } : {}) })) },
+        files: Object.entries(update.files).map(([filename, data]) => ({ filename, sizeInBytes: data.length, hashes: { sha256: sha256Base64(data) } })),
+        manifestVersion: '5.0',
+        createdDateTime: new Date(Date.now() - 60_000).toISOString(),
+      });
+      const { manifest, bytes } = updateManifestFromImport(importManifest, {
+        expiresDateTime: options?.expires ?? new Date(Date.now() + 3600_000),
+        ...(update.rollback ? { rollback: true } : {}),
+        ...(options?.manifestId ? { manifestId: options.manifestId } : {}),
+      });
+      const fileUrls: Record<string, string> = {};
+      for (const [fileId, entry] of Object.entries(manifest.files)) fileUrls[fileId] = `${options?.baseUrl ?? 'http://127.0.0.1:9'}/files/${entry.filename}`;
+      return {
+        workflow: { action: 3, id: options?.jobId ?? `job-${randomUUID().slice(0, 8)}` },
+        updateManifest: bytes.toString('utf8'),
+        updateManifestSignature: signUpdateManifest(bytes, signingKey),
+        fileUrls,
+        ...(options?.targetId ? { target: { deviceId: options.targetId } } : {}),
+      };
+    },
+  };
+}
