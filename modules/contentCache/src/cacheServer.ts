@@ -99,6 +99,7 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
     },
     (sha) => (reading.get(sha) ?? 0) > 0 || verifying.has(sha),
     log,
+    () => metrics.counters.evictions++,
   );
   const parents = options.parents ?? [];
   const chain = new UpstreamChain({
@@ -143,7 +144,6 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
       .then(async () => {
         if (flights.get(key) === flight) flights.delete(key);
         if (flight.stored) await space.afterPublish();
-        metrics.counters.evictions = space.evictions;
       })
       .catch((err: unknown) => log.error('eviction after publish failed', { key, error: (err as Error).message }));
     return flight;
@@ -330,7 +330,7 @@ export function createContentCache(options: ContentCacheOptions): ContentCache {
   function summary(): CacheSummary {
     const totals = store.totals();
     return {
-      counters: { ...metrics.counters, evictions: space.evictions },
+      counters: { ...metrics.counters },
       objects: totals.objects,
       storedBytes: totals.bytes,
       pinnedObjects: store.pinnedHashes().length,

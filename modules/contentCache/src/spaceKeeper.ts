@@ -22,14 +22,15 @@ export class SpaceKeeper {
   readonly #options: SpaceOptions;
   readonly #isBusy: (sha256: string) => boolean;
   readonly #log: Logger;
+  readonly #onEvicted: () => void;
   #reserved = 0;
-  evictions = 0;
 
-  constructor(store: ContentStore, options: SpaceOptions, isBusy: (sha256: string) => boolean, log: Logger) {
+  constructor(store: ContentStore, options: SpaceOptions, isBusy: (sha256: string) => boolean, log: Logger, onEvicted: () => void = () => {}) {
     this.#store = store;
     this.#options = options;
     this.#isBusy = isBusy;
     this.#log = log;
+    this.#onEvicted = onEvicted;
   }
 
   get reservedBytes(): number {
@@ -82,7 +83,7 @@ export class SpaceKeeper {
       if (this.#isBusy(candidate.sha256)) continue;
       await this.#store.remove(candidate.sha256);
       total -= candidate.size;
-      this.evictions++;
+      this.#onEvicted();
       this.#log.info('evicted', { sha256: candidate.sha256, size: candidate.size });
     }
   }
