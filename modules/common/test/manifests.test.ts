@@ -1,3 +1,4 @@
+import path from 'node:path';
 /* eslint-disable @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-return, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-assignment --
    hostile-input tables mutate untyped JSON on purpose: that is the point of them. */
 import { readFileSync } from 'node:fs';
@@ -5,6 +6,7 @@ import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import { isOtaError, parseImportManifest, parseUpdateManifest, updateManifestFromImport } from '../src/index.ts';
 import type { FullUpdateManifest, ResultCodeName } from '../src/index.ts';
+import { sharedSchemasDir } from './sharedSchemas.ts';
 
 const sha = 'mcB5SexMU4JOOzqmlJqKbue9qMskWY3EI/iVjJxCtAs=';
 
@@ -218,7 +220,7 @@ describe('update manifest from an import manifest', () => {
   it('produces manifests that ADU’s own update manifest schema accepts, edgeOta included', () => {
     const ajv = new Ajv({ strict: false });
     for (const file of ['azure-deviceupdate-manifest-definitions-5.0.json', 'azure-deviceupdate-update-manifest-5.json']) {
-      ajv.addSchema(JSON.parse(readFileSync(`/work/shared/schemas/${file}`, 'utf8')) as object);
+      ajv.addSchema(JSON.parse(readFileSync(path.join(sharedSchemasDir, file), 'utf8')) as object);
     }
     const validate = ajv.getSchema('https://json.schemastore.org/azure-deviceupdate-update-manifest-5.json')!;
     const { bytes } = updateManifestFromImport(parseImportManifest(JSON.stringify(validImport())), {

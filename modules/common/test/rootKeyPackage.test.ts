@@ -1,9 +1,11 @@
+import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { TrustStore, createRootKeyPackage, packagedRootKey, parseRootKeyPackage } from '../src/index.ts';
 import type { RootKeyPackageContents } from '../src/index.ts';
 import { expectCode, makeRoot, rootDescription, trustStoreFor } from './fixtures.ts';
+import { sharedSchemasDir } from './sharedSchemas.ts';
 
 const rootA = makeRoot('root.A');
 const rootB = makeRoot('root.B');
@@ -24,7 +26,7 @@ function contents(version: number, extra: Partial<RootKeyPackageContents> = {}):
 
 describe('root key package', () => {
   it('produces packages that ADU’s root key package schema accepts', () => {
-    const schema = JSON.parse(readFileSync('/work/shared/schemas/azure-deviceupdate-rootkeypackage-1.0.json', 'utf8')) as object;
+    const schema = JSON.parse(readFileSync(path.join(sharedSchemasDir, 'azure-deviceupdate-rootkeypackage-1.0.json'), 'utf8')) as object;
     const validate = new Ajv2020({ strict: false }).compile(schema);
     const pkg = JSON.parse(createRootKeyPackage(contents(1, { disabledSigningKeys: [{ alg: 'SHA256', hash: 'Y0jA4rDItwp5NIZYPUP8jAQoXIRPSKCDo4xtiWjyvig' }] }), [rootA, rootB])) as unknown;
     expect(validate(pkg), JSON.stringify(validate.errors)).toBe(true);

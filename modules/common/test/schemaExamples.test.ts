@@ -2,8 +2,9 @@ import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isOtaError, parseImportManifest, parseUpdateManifest } from '../src/index.ts';
+import { sharedSchemasDir } from './sharedSchemas.ts';
 
-const shared = '/work/shared/schemas';
+const shared = sharedSchemasDir;
 const examples = readdirSync(path.join(shared, 'examples')).filter((f) => f.includes('azure-deviceupdate'));
 
 describe('SchemaStore examples for ADU manifests', () => {
