@@ -7,6 +7,8 @@ export { PacedLink } from './pacedLink.ts';
 export type { PacedLinkOptions } from './pacedLink.ts';
 export { SerialPortLink } from './serialPortLink.ts';
 export type { SerialPortLinkOptions } from './serialPortLink.ts';
+export { SocketLink } from './socketLink.ts';
+export type { SocketLinkOptions } from './socketLink.ts';
 export { crc16Xmodem, encodeConsoleFrame, consoleFrameBytes, ConsoleFrameDecoder, MAX_LINE_BYTES, RAW_PER_LINE } from './smpFraming.ts';
 export { encodeSmpHeader, decodeSmpHeader, SMP_OP, SMP_HEADER_SIZE } from './smpHeader.ts';
 export type { SmpHeader } from './smpHeader.ts';

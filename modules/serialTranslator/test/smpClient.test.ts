@@ -7,7 +7,8 @@ import { encodeConsoleFrame } from '../src/smpFraming.ts';
 import { decodeSmpHeader, encodeSmpHeader } from '../src/smpHeader.ts';
 import { encodeCbor } from '../src/smpCbor.ts';
 import { echo, readParams } from '../src/osGroup.ts';
-import { readImageState, uploadImage, maxChunkData } from '../src/imageGroup.ts';
+import { readImageState, testImage, uploadImage, maxChunkData } from '../src/imageGroup.ts';
+import { verifyMcubootImage } from '../src/mcubootImage.ts';
 import { buildMcubootImage } from '../src/mcubootImageBuilder.ts';
 import { FlashFlow } from '../src/flashFlow.ts';
 import type { FlashProgress } from '../src/flashFlow.ts';
@@ -188,6 +189,34 @@ describe('FlashFlow against the simulated device', () => {
     const result = await new FlashFlow({ mcuId: 'mcu-1', link, image: image('1.2.0', 8192, HEALTH_FAIL_MARKER), publicKey, rebootTimeoutMs: 2000 }).run();
     expect(result).toMatchObject({ outcome: 'rolledback', code: 'health-echo-failed', phase: 'health', runningVersion: '1.0.0' });
     expect(device.resets).toBe(2);
+  });
+
+  it('finishes a flash cut off after the reset (gateway restarted): checks the trial image and confirms it', async () => {
+    const { link, device } = setup();
+    const client = new SmpClient(link);
+    const img = image('1.7.0', 4096);
+    await uploadImage(client, img, { bufSize: 1024 });
+    await testImage(client, verifyMcubootImage(img).hash);
+    client.close();
+    device.boot();
+    const result = await new FlashFlow({ mcuId: 'mcu-1', link, image: img, publicKey }).run();
+    expect(result).toMatchObject({ outcome: 'confirmed', version: '1.7.0', alreadyInstalled: false });
+    expect(device.resets).toBe(1);
+    expect(device.trial).toBe(false);
+  });
+
+  it('does not upload again an image already staged in the secondary slot', async () => {
+    const { link, device } = setup();
+    const client = new SmpClient(link);
+    const img = image('1.8.0', 8192);
+    await uploadImage(client, img, { bufSize: 1024 });
+    client.close();
+    const flow = new FlashFlow({ mcuId: 'mcu-1', link, image: img, publicKey });
+    const uploads: FlashProgress[] = [];
+    flow.on('progress', (p) => p.phase === 'upload' && uploads.push(p));
+    expect(await flow.run()).toMatchObject({ outcome: 'confirmed', version: '1.8.0' });
+    expect(uploads).toEqual([{ mcuId: 'mcu-1', phase: 'upload', bytesSent: img.length, totalBytes: img.length }]);
+    expect(device.resets).toBe(1);
   });
 
   it('rolls back when the app-specific check says no', async () => {
