@@ -100,4 +100,33 @@ describe('upstream failure', () => {
     expect(r.body.equals(body)).toBe(true);
     expect(a.requestsFor('/f')).toHaveLength(1);
   });
+
+  it('hides an origin dying mid-transfer from a three-level chain: the top resumes, nobody below is cut', async () => {
+    const a = await h.origin();
+    const b = await h.origin();
+    const body = blob(3 << 20);
+    a.objects.set('/f', { body, dieAfter: 1 << 20, etag: '"t"' });
+    b.objects.set('/f', { body, etag: '"t"' });
+    const top = await h.cache();
+    const mid = await h.cache({ parents: [top.url] });
+    const leaf = await h.cache({ parents: [mid.url] });
+    const hash = sha256(body);
+    const agent = new http.Agent({ maxSockets: 20 });
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        fetchRaw(`${leaf.url}/sha256/${hash}`, {
+          headers: { 'x-origin-url': [`${a.url}/f`, `${b.url}/f`], ...(i % 2 ? { range: `bytes=${i * 1000}-` } : {}) },
+          agent,
+        }),
+      ),
+    );
+    agent.destroy();
+    results.forEach((r, i) => {
+      expect(r.cut).toBe(false);
+      expect(r.body.equals(i % 2 ? body.subarray(i * 1000) : body)).toBe(true);
+    });
+    expect(b.requestsFor('/f')[0]!.headers.range).toMatch(/^bytes=\d+-$/);
+    for (const layer of [mid, leaf]) expect(layer.metrics.counters.upstreamRequests).toBe(1);
+    expect(top.metrics.counters.upstreamRequests).toBe(2);
+  });
 });
