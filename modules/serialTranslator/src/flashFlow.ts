@@ -251,7 +251,7 @@ export class FlashFlow extends EventEmitter<FlashFlowEvents> {
       if (!confirmed?.confirmed) throw new StepFailure('confirm-failed', 'the image is still unconfirmed after confirm');
       return this.#confirmed(verified, false);
     } catch (error) {
-      const code = error instanceof StepFailure ? error.code : classify(error, 'reconnect-timeout');
+      const code = error instanceof StepFailure ? error.code : AFTER_RESET_CODES[phase];
       return this.#rollback(client, verified, phase, code, describe(error));
     }
   }
@@ -320,6 +320,20 @@ export class FlashFlow extends EventEmitter<FlashFlowEvents> {
     throw new StepFailure('reconnect-timeout', 'MCU did not answer after the reset');
   }
 }
+
+/** What an unexpected error (a timeout, the link gone, a device error) means in each phase after the reset. */
+const AFTER_RESET_CODES: Record<FlashPhase, SerialResultCode> = {
+  verify: 'reconnect-timeout',
+  connect: 'reconnect-timeout',
+  upload: 'reconnect-timeout',
+  test: 'reconnect-timeout',
+  reset: 'reconnect-timeout',
+  reconnect: 'reconnect-timeout',
+  check: 'new-image-not-active',
+  health: 'health-echo-failed',
+  confirm: 'confirm-failed',
+  rollback: 'reconnect-timeout',
+};
 
 /** Timeouts and a vanished link map to the phase's own code; a device error is reported as such. */
 function classify(error: unknown, fallback: SerialResultCode): SerialResultCode {
