@@ -8,6 +8,7 @@ import path from 'node:path';
 import { BuiltInEndpoint } from './builtInEndpoint.ts';
 import { issueServerCertificate, loadOrCreateCertificateAuthority } from './certificates.ts';
 import { EventGridPublisher } from './eventGrid.ts';
+import { EventHubsEndpoint } from './eventHubsEndpoint.ts';
 import { IotHub } from './iotHub.ts';
 import { MqttSession } from './mqttSession.ts';
 import { RegistryStore } from './registryStore.ts';
@@ -29,6 +30,8 @@ export interface HubEmulatorOptions {
   /** The SDKs always use 443 (HTTPS) and 8883 (MQTT); other ports are for tools that can be told. */
   httpsPort?: number;
   mqttPort?: number;
+  /** The Event Hubs-compatible endpoint (AMQP over TLS); the client defaults to 5671. */
+  eventHubsPort?: number;
   log?: (line: string) => void;
 }
 
@@ -43,6 +46,9 @@ export interface HubInfo {
   address: string;
   httpsPort: number;
   mqttPort: number;
+  /** For `@azure/event-hubs` (`EventHubConsumerClient`): the built-in endpoint, as IoT Hub's portal shows it. */
+  eventHubsConnectionString: string;
+  eventHubsPort: number;
 }
 
 export interface HubEmulator {
@@ -85,6 +91,7 @@ export async function startHubEmulator(options: HubEmulatorOptions): Promise<Hub
   const hubName = 'emulator';
   const httpsPort = options.httpsPort ?? 443;
   const mqttPort = options.mqttPort ?? 8883;
+  const eventHubsPort = options.eventHubsPort ?? 5671;
 
   const ca = await loadOrCreateCertificateAuthority(options.caDir ? path.resolve(options.caDir) : path.join(stateDir, 'ca'));
   const certificate = await issueServerCertificate(ca, [...new Set([hostName, options.address])], path.join(stateDir, 'tls'));
@@ -116,12 +123,17 @@ export async function startHubEmulator(options: HubEmulatorOptions): Promise<Hub
   const mqtt = createTlsServer(tlsOptions, (socket) => new MqttSession(socket, hub, log));
   mqtt.on('tlsClientError', () => undefined);
   https.on('tlsClientError', () => undefined);
+  const eventHubs = new EventHubsEndpoint({
+    events, hubName, hostName, address: options.address, port: eventHubsPort, policy, tls: tlsOptions, log,
+  });
   try {
     await listen(https, httpsPort, options.address);
     await listen(mqtt, mqttPort, options.address);
+    await eventHubs.start();
   } catch (error) {
     await close(https);
     await close(mqtt);
+    await eventHubs.stop();
     await workload.close();
     store.close();
     events.close();
@@ -137,6 +149,8 @@ export async function startHubEmulator(options: HubEmulatorOptions): Promise<Hub
     address: options.address,
     httpsPort,
     mqttPort,
+    eventHubsConnectionString: eventHubs.connectionString,
+    eventHubsPort,
   };
 
   return {
@@ -147,7 +161,7 @@ export async function startHubEmulator(options: HubEmulatorOptions): Promise<Hub
       events.off('event', onEvent);
       eventGrid.stop();
       hub.closeAll();
-      await Promise.all([close(https), close(mqtt)]);
+      await Promise.all([close(https), close(mqtt), eventHubs.stop()]);
       await syncing;
       await workload.close();
       store.close();
