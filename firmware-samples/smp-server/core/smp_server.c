@@ -41,7 +41,10 @@ static int unhealthy;
 static uint16_t buf_size = SMP_BUF_SIZE;
 static uint8_t buf_count = 2;
 
+/* Kept after completion too (known, not active), as Zephyr keeps it: a late retry of the last chunk is then
+ * answered with off = len instead of an error that would make the client start over. */
 static struct {
+    int known;
     int active;
     uint32_t len;
     uint32_t off;
@@ -348,11 +351,12 @@ static void image_upload(const struct request *r)
         if (!cbor_map_get(r->body, r->body_len, "len", &len) || len.type != CBOR_UINT) { send_error(r, ERR_EINVAL); return; }
         int has_sha = cbor_map_get(r->body, r->body_len, "sha", &sha) && sha.type == CBOR_BSTR && sha.value == 32;
         if (len.value > SLOT_SIZE) { send_error(r, ERR_EMSGSIZE); return; }
-        if (upload.active && has_sha && upload.len == len.value && memcmp(upload.sha, sha.ptr, 32) == 0 && upload.off > 0) {
+        if (upload.known && has_sha && upload.len == len.value && memcmp(upload.sha, sha.ptr, 32) == 0 && upload.off > 0) {
             /* Same image as the interrupted upload: tell the client where to continue. */
             upload_reply(r, 0, 0);
             return;
         }
+        upload.known = 1;
         upload.active = 1;
         upload.len = (uint32_t)len.value;
         upload.off = 0;
@@ -362,7 +366,7 @@ static void image_upload(const struct request *r)
         store->permanent = 0;
         port_erase_delay();
         memset(store->slot[1], 0xff, SLOT_SIZE);
-    } else if (!upload.active) {
+    } else if (!upload.known) {
         send_error(r, ERR_EBADSTATE);
         return;
     }
@@ -382,7 +386,10 @@ static void image_upload(const struct request *r)
     sha256(store->slot[1], upload.len, digest);
     int match = memcmp(digest, upload.sha, 32) == 0;
     upload.active = 0;
-    if (!match) memset(store->slot[1], 0xff, SLOT_SIZE);
+    if (!match) {
+        upload.known = 0;
+        memset(store->slot[1], 0xff, SLOT_SIZE);
+    }
     port_persist_sync();
     upload_reply(r, 1, match);
     smp_log("img: upload complete", match ? "" : ", sha mismatch: discarded");

@@ -174,6 +174,8 @@ export class FlashFlow extends EventEmitter<FlashFlowEvents> {
           bufSize: params.bufSize,
           // Pipelining needs the device to say it has buffers for it; then stay within them.
           window: this.#o.window ?? (params.reported ? Math.min(params.bufCount, 4) : 1),
+          alreadyComplete: async () =>
+            (await readImageState(client)).some((s) => !s.active && s.image === imageNumber && sameHash(s.hash, verified.hash)),
           imageNumber,
           ...(this.#o.firstChunkTimeoutMs !== undefined ? { firstChunkTimeoutMs: this.#o.firstChunkTimeoutMs } : {}),
           onProgress: (p) => this.#progress('upload', p.bytesSent, { chunkSize: p.chunkSize, retries: p.retries }),

@@ -84,6 +84,11 @@ export interface UploadOptions {
   firstChunkData?: number;
   /** Chunk size never shrinks below this while adapting to a noisy line. */
   minChunkData?: number;
+  /**
+   * Asked before starting over after a device error: true when the device already holds the whole image (the
+   * reply to the last chunk was lost and the device then forgot the upload), so it is not erased again.
+   */
+  alreadyComplete?: () => Promise<boolean>;
   /** Chunks in flight at once; at most the device's buf_count. 1 waits for every reply. */
   window?: number;
   /** Consecutive unanswered chunks before the upload gives up. */
@@ -231,6 +236,11 @@ export async function uploadImage(client: SmpClient, image: Uint8Array, options:
         if (error instanceof SmpDeviceError && head.off !== 0 && restarts < 2) {
           restarts++;
           await drain();
+          if (options.alreadyComplete && (await options.alreadyComplete())) {
+            deviceOff = image.length;
+            options.onProgress?.({ bytesSent: deviceOff, totalBytes: image.length, chunkSize: 0, retries });
+            break;
+          }
           deviceOff = 0;
           nextOff = 0;
           continue;

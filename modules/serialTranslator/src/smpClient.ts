@@ -107,6 +107,8 @@ export class SmpClient {
   #seq = Math.floor(Math.random() * 256);
   #srtt: number | undefined;
   #rttvar = 0;
+  /** Doubles with every timeout and drops back with the next reply: a slow device is not hammered. */
+  #backoff = 1;
   readonly stats: SmpClientStats = { requests: 0, attempts: 0, timeouts: 0, badFrames: 0, noiseLines: 0, strayReplies: 0 };
 
   constructor(link: ByteLink, options: SmpClientOptions = {}) {
@@ -123,7 +125,7 @@ export class SmpClient {
   get currentTimeoutMs(): number {
     const { minTimeoutMs, timeoutMs } = this.#options;
     if (this.#srtt === undefined) return timeoutMs;
-    return Math.min(timeoutMs, Math.max(minTimeoutMs, this.#srtt + 4 * this.#rttvar));
+    return Math.min(timeoutMs, Math.max(minTimeoutMs, this.#srtt + 4 * this.#rttvar) * this.#backoff);
   }
 
   close(): void {
@@ -206,6 +208,7 @@ export class SmpClient {
           return { ...reply, attempts: attempt };
         }
         this.stats.timeouts++;
+        this.#backoff = Math.min(this.#backoff * 2, 32);
       }
       throw new SmpTimeoutError(req.group, req.command, retries + 1);
     } finally {
@@ -271,6 +274,7 @@ export class SmpClient {
       this.stats.badFrames++;
       return;
     }
+    this.#backoff = 1;
     pending.resolve({ header, body });
   }
 }

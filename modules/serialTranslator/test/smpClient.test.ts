@@ -143,6 +143,33 @@ describe('SmpClient', () => {
     expect(Buffer.from(device.secondary.bytes!)).toEqual(Buffer.from(img));
   });
 
+  it('does not start over when the reply to the last chunk is lost', async () => {
+    const [hostEnd, deviceEnd] = memoryLinkPair();
+    const device = new SimulatedDevice(deviceEnd, image('1.0.0'), { bufSize: 1024, loseFinalUploadReply: true });
+    cleanups.push(() => device.stop(), () => hostEnd.close(), () => deviceEnd.close());
+    const client = new SmpClient(hostEnd, { timeoutMs: 100 });
+    const img = image('2.0.0', 8 * 1024);
+    const result = await uploadImage(client, img, { bufSize: 1024, window: 2 });
+    expect(result.retries).toBe(1);
+    expect(device.uploadsStarted).toBe(1);
+    expect(Buffer.from(device.secondary.bytes!)).toEqual(Buffer.from(img));
+  });
+
+  it('asks before starting over when a device forgot a finished upload whose last reply was lost', async () => {
+    const [hostEnd, deviceEnd] = memoryLinkPair();
+    const device = new SimulatedDevice(deviceEnd, image('1.0.0'), { bufSize: 1024, loseFinalUploadReply: true, forgetsFinishedUpload: true });
+    cleanups.push(() => device.stop(), () => hostEnd.close(), () => deviceEnd.close());
+    const client = new SmpClient(hostEnd, { timeoutMs: 100 });
+    const img = image('2.0.0', 8 * 1024);
+    const hash = verifyMcubootImage(img).hash;
+    await uploadImage(client, img, {
+      bufSize: 1024,
+      alreadyComplete: async () => (await readImageState(client)).some((s) => s.slot === 1 && Buffer.from(s.hash).equals(hash)),
+    });
+    expect(device.uploadsStarted).toBe(1);
+    expect(Buffer.from(device.secondary.bytes!)).toEqual(Buffer.from(img));
+  });
+
   it('resumes an upload from the offset the device already holds', async () => {
     const { link, device } = setup();
     const client = new SmpClient(link);

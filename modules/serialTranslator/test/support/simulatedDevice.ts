@@ -20,6 +20,10 @@ export interface SimulatedDeviceOptions {
   chatty?: boolean;
   /** Holds every reply this long, so a pipelining client has several requests in flight. */
   replyDelayMs?: number;
+  /** Loses the reply that completes an upload, once: the client must not start over. */
+  loseFinalUploadReply?: boolean;
+  /** Drops the upload state once the upload completes, as some SMP servers do. */
+  forgetsFinishedUpload?: boolean;
 }
 
 export class SimulatedDevice {
@@ -37,6 +41,9 @@ export class SimulatedDevice {
   resets = 0;
   requestsSeen = 0;
   repliesSent = 0;
+  uploadsStarted = 0;
+  #loseFinalUploadReply: boolean;
+  readonly #forgetsFinishedUpload: boolean;
   /** The most requests received and not yet answered at any moment: the client's effective window. */
   maxOutstanding = 0;
   readonly #replyDelayMs: number;
@@ -47,6 +54,8 @@ export class SimulatedDevice {
     this.#bufSize = options.bufSize ?? 1024;
     this.#chatty = options.chatty ?? false;
     this.#replyDelayMs = options.replyDelayMs ?? 0;
+    this.#loseFinalUploadReply = options.loseFinalUploadReply ?? false;
+    this.#forgetsFinishedUpload = options.forgetsFinishedUpload ?? false;
     this.primary.bytes = initialImage;
     this.#unsubscribe = link.onData((bytes) => {
       for (const event of this.#decoder.push(bytes)) if (event.kind === 'packet') this.#onPacket(event.packet);
@@ -134,6 +143,7 @@ export class SimulatedDevice {
         return this.#reply(h, { off: this.upload.off });
       }
       this.upload = { len, sha, off: 0, data: new Uint8Array(len) };
+      this.uploadsStarted++;
       this.secondary.bytes = undefined;
       this.pendingTest = false;
     }
@@ -145,8 +155,14 @@ export class SimulatedDevice {
     up.off += data.length;
     if (up.off === up.len) {
       const match = createHash('sha256').update(up.data).digest().equals(up.sha);
+      // The upload state is kept (as Zephyr keeps it), so a retried last chunk is answered with off = len.
       if (match) this.secondary.bytes = up.data;
-      this.upload = undefined;
+      if (!match || this.#forgetsFinishedUpload) this.upload = undefined;
+      if (this.#loseFinalUploadReply) {
+        this.#loseFinalUploadReply = false;
+        this.repliesSent++;
+        return;
+      }
       return this.#reply(h, { off: up.off, match });
     }
     this.#reply(h, { off: up.off });
