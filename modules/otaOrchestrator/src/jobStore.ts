@@ -115,7 +115,8 @@ export class JobStore {
         created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL
       );
-      CREATE UNIQUE INDEX IF NOT EXISTS jobs_manifest_id ON jobs (manifest_id) WHERE manifest_id IS NOT NULL;
+      -- A manifest may serve several targets (one bundle for every MCU of a model), but each target only once.
+      CREATE UNIQUE INDEX IF NOT EXISTS jobs_manifest_target ON jobs (manifest_id, target_id) WHERE manifest_id IS NOT NULL;
       CREATE INDEX IF NOT EXISTS jobs_target ON jobs (target_id, created_at);
       CREATE TABLE IF NOT EXISTS job_files (
         job_id TEXT NOT NULL,
@@ -172,8 +173,8 @@ export class JobStore {
       if (existing) return { status: 'duplicate' as const, job: existing };
       if (input.manifestId) {
         const other = this.#db
-          .prepare<[string], { job_id: string }>('SELECT job_id FROM jobs WHERE manifest_id = ?')
-          .get(input.manifestId);
+          .prepare<[string, string], { job_id: string }>('SELECT job_id FROM jobs WHERE manifest_id = ? AND target_id = ?')
+          .get(input.manifestId, input.targetId);
         if (other) return { status: 'replayed' as const, otherJobId: other.job_id };
       }
       const now = this.#now().toISOString();

@@ -1,6 +1,7 @@
 import { TrustStore, createSigningKey, generateKeyPair, parseImportManifest, publicJwk, signUpdateManifest, updateManifestFromImport } from '@edge-ota/common';
 import type { SigningKey, UpdateDelivery } from '@edge-ota/common';
 import { createHash, randomUUID } from 'node:crypto';
+import type { JsonWebKey } from 'node:crypto';
 
 // A test publisher: an offline root, a signing key it certified, and deliveries built the way the dispatcher
 // builds them (ADU import manifest -> signed update manifest + file URLs).
@@ -8,6 +9,8 @@ import { createHash, randomUUID } from 'node:crypto';
 export interface Publisher {
   trustStore(): TrustStore;
   rootKid: string;
+  /** The root as an orchestrator's OTA_TRUST_ROOTS_FILE lists it. */
+  rootDescription: { kid: string; jwk: JsonWebKey };
   deliver(update: UpdateSpec, options?: DeliveryOptions): UpdateDelivery;
 }
 
@@ -46,6 +49,7 @@ export function createPublisher(): Publisher {
   const signingKey: SigningKey = createSigningKey({ kid: 'test-signer', alg: 'EdDSA', rootKid, rootPrivateKey: root.privateKey });
   return {
     rootKid,
+    rootDescription: { kid: rootKid, jwk: publicJwk(root.publicKey) },
     trustStore: () => new TrustStore({ rootKeys: [{ kid: rootKid, jwk: publicJwk(root.publicKey) }], aduServiceRoots: false }),
     deliver(update, options) {
       const importManifest = parseImportManifest({

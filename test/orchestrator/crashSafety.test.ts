@@ -1,0 +1,208 @@
+import type { FeedbackMessage, UpdateDelivery } from '@edge-ota/common';
+import { mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { deployModules } from '../../cloud/hubEmulator/test/support/edgeDeployment.ts';
+import type { EmulatorFixture } from '../../cloud/hubEmulator/test/support/emulatorFixture.ts';
+import { eventually, startEmulator } from '../../cloud/hubEmulator/test/support/emulatorFixture.ts';
+import type { EventGridSink } from '../../cloud/hubEmulator/test/support/eventGridSink.ts';
+import { startEventGridSink } from '../../cloud/hubEmulator/test/support/eventGridSink.ts';
+import type { ArtifactServer } from '../../modules/otaOrchestrator/test/support/artifactServer.ts';
+import { startArtifactServer } from '../../modules/otaOrchestrator/test/support/artifactServer.ts';
+import type { Publisher } from '../../modules/otaOrchestrator/test/support/signedUpdates.ts';
+import { compatibleProperties, createPublisher } from '../../modules/otaOrchestrator/test/support/signedUpdates.ts';
+import type { OrchestratorProcess } from '../support/orchestratorProcess.ts';
+import { startOrchestratorProcess } from '../support/orchestratorProcess.ts';
+
+// Crash safety of the real otaOrchestrator process against the hub emulator: for every state transition of a
+// two-step update (a file step and a script step), the module SIGKILLs itself right after entering the state
+// (persisted, action not started) or right after finishing its action (next state not persisted), is started
+// again, and must end installed-and-reported or rolled-back-and-reported: every step done exactly once, every
+// feedback message delivered (no gap in the sequence), nothing but the update installed.
+
+const happyStates = ['accepted', 'verifying', 'downloading', 'validating', 'installing', 'applying', 'running', 'healthChecking', 'committing'];
+const happySteps = ['job:started', 'manifest:started', 'manifest:succeeded', 'download:started', 'download:succeeded', 'validate:started',
+  'validate:succeeded', 'install:started', 'install:succeeded', 'apply:started', 'apply:succeeded', 'run:started', 'run:succeeded',
+  'healthCheck:started', 'healthCheck:succeeded', 'commit:started', 'commit:succeeded', 'job:succeeded'];
+const rollbackSteps = ['job:started', 'manifest:started', 'manifest:succeeded', 'download:started', 'download:succeeded', 'validate:started',
+  'validate:succeeded', 'install:started', 'install:succeeded', 'apply:started', 'apply:failed', 'rollback:started', 'rollback:succeeded', 'job:rolledBack'];
+
+const cases: Array<{ point: string; failApply: boolean }> = [
+  ...happyStates.flatMap((state) => [{ point: `enter:${state}`, failApply: false }, { point: `leave:${state}`, failApply: false }]),
+  { point: 'enter:applying', failApply: true },
+  { point: 'enter:rollingBack', failApply: true },
+  { point: 'leave:rollingBack', failApply: true },
+];
+
+describe('otaOrchestrator crash safety (SIGKILL at every transition)', () => {
+  let sink: EventGridSink;
+  let hub: EmulatorFixture;
+  let server: ArtifactServer;
+  let publisher: Publisher;
+  let rootsFile: string;
+  let caseNumber = 0;
+  const running = new Set<OrchestratorProcess>();
+
+  beforeAll(async () => {
+    sink = await startEventGridSink();
+    hub = await startEmulator({ eventGridWebhooks: [sink.url] });
+    server = await startArtifactServer();
+    publisher = createPublisher();
+    rootsFile = path.join(mkdtempSync(path.join(tmpdir(), 'roots-')), 'roots.json');
+    writeFileSync(rootsFile, JSON.stringify([publisher.rootDescription]));
+  }, 60_000);
+  afterAll(async () => {
+    await Promise.all([...running].map((p) => p.stop()));
+    await server?.close();
+    await hub?.stop();
+    await sink?.close();
+  });
+
+  /** One gateway with its own state: deployed with the feedback route, as in deployment/. */
+  async function gateway(): Promise<{ deviceId: string; generationId: string; stateDir: string; env: Record<string, string> }> {
+    caseNumber += 1;
+    const deviceId = `gw-crash-${caseNumber}`;
+    await hub.createDevice(deviceId, { edge: true });
+    const generations = await deployModules(hub, deviceId, ['otaOrchestrator'], {
+      feedback: 'FROM /messages/modules/otaOrchestrator/outputs/feedback INTO $upstream',
+    });
+    const stateDir = mkdtempSync(path.join(tmpdir(), 'orch-state-'));
+    return {
+      deviceId,
+      generationId: generations.otaOrchestrator ?? '',
+      stateDir,
+      env: {
+        OTA_STATE_DIR: stateDir,
+        OTA_TRUST_ROOTS_FILE: rootsFile,
+        OTA_TRUST_ADU_SERVICE_ROOTS: '0',
+        OTA_DEVICE_PROPERTIES: JSON.stringify(compatibleProperties),
+        OTA_FILE_ROOTS: path.join(stateDir, 'install'),
+      },
+    };
+  }
+
+  const start = async (gw: Awaited<ReturnType<typeof gateway>>, extraEnv: Record<string, string> = {}): Promise<OrchestratorProcess> => {
+    const orchestrator = await startOrchestratorProcess({ hub: hub.hubProcess.info, deviceId: gw.deviceId, generationId: gw.generationId, env: { ...gw.env, ...extraEnv } });
+    running.add(orchestrator);
+    void orchestrator.exited.then(() => running.delete(orchestrator));
+    return orchestrator;
+  };
+
+  const deliver = (deviceId: string, delivery: UpdateDelivery): Promise<unknown> =>
+    // connectTimeoutInSeconds: IoT Hub waits for the module to (re)subscribe instead of answering 404 at once.
+    hub.service.invokeDeviceMethod(deviceId, 'otaOrchestrator', { methodName: 'applyUpdate', payload: delivery, responseTimeoutInSeconds: 10, connectTimeoutInSeconds: 20 }).catch((error: unknown) => error);
+
+  /** The job's feedback as it reached the cloud, duplicates dropped by message id. */
+  const feedbackOf = (jobId: string): FeedbackMessage[] => {
+    const byId = new Map<string, FeedbackMessage>();
+    for (const event of sink.ofType('DeviceTelemetry')) {
+      const body = event.data.body as FeedbackMessage | undefined;
+      if (body?.jobId === jobId) byId.set(body.messageId, body);
+    }
+    return [...byId.values()].sort((a, b) => a.sequence - b.sequence);
+  };
+
+  const update = (gw: { stateDir: string }, failApply: boolean, jobId: string) => {
+    const log = path.join(gw.stateDir, 'script.log');
+    const script = Buffer.from(`#!/bin/sh\necho "$1" >> ${log}\n${failApply ? 'if [ "$1" = --action-apply ]; then exit 4; fi\n' : ''}exit 0\n`);
+    const payload = Buffer.from(`payload for ${jobId}\n`.repeat(5000));
+    const name = `step-${jobId}.sh`;
+    server.put(name, script);
+    server.put(`app-${jobId}.bin`, payload);
+    const delivery = publisher.deliver({
+      version: '2.0.0',
+      files: { [`app-${jobId}.bin`]: payload, [name]: script },
+      steps: [
+        { handler: 'edge-ota/file:1', files: [`app-${jobId}.bin`], handlerProperties: { destination: path.join(gw.stateDir, 'install', 'app') } },
+        { handler: 'edge-ota/script:1', files: [name], handlerProperties: { scriptFileName: name } },
+      ],
+    }, { baseUrl: server.baseUrl, jobId });
+    return { delivery, log, payload, installed: path.join(gw.stateDir, 'install', 'app', `app-${jobId}.bin`) };
+  };
+
+  it.each(cases)('killed at $point (apply fails: $failApply) it resumes and reports everything once', async ({ point, failApply }) => {
+    const gw = await gateway();
+    const jobId = `crash-${caseNumber}`;
+    const { delivery, log, payload, installed } = update(gw, failApply, jobId);
+    const first = await start(gw, { EDGE_OTA_FAULT_KILL_AT: point });
+    void deliver(gw.deviceId, delivery);
+    const ended = await Promise.race([first.exited, new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error(`module not killed at ${point}:\n${first.lines.slice(-30).join('\n')}`)), 30_000))]);
+    expect(ended.signal, `the module should have been killed at ${point}`).toBe('SIGKILL');
+    expect(first.lines.some((l) => l.includes(`fault injection: SIGKILL at ${point}`))).toBe(true);
+
+    const second = await start(gw);
+    const terminal = failApply ? 'job:rolledBack' : 'job:succeeded';
+    const feedback = await eventually(() => {
+      const got = feedbackOf(jobId);
+      return got.some((m) => `${m.step}:${m.status}` === terminal) ? got : undefined;
+    }, 45_000, `${terminal} for ${jobId}`);
+    await second.stop();
+
+    // No feedback lost: sequence numbers 0..n without a gap; the steps in order, each once.
+    expect(feedback.map((m) => m.sequence)).toEqual(feedback.map((_m, i) => i));
+    expect(feedback.filter((m) => m.status !== 'progress').map((m) => `${m.step}:${m.status}`)).toEqual(failApply ? rollbackSteps : happySteps);
+    // No step done twice.
+    const actions = readFileSync(log, 'utf8').trim().split('\n');
+    expect(actions).toEqual(failApply ? ['--action-install', '--action-apply', '--action-cancel'] : ['--action-install', '--action-apply']);
+    if (failApply) {
+      expect(() => statSync(installed)).toThrow();
+      expect(feedback.at(-1)?.resultDetails).toMatch(/^APPLY_FAILED/);
+    } else {
+      expect(readFileSync(installed)).toEqual(payload);
+      expect(feedback.at(-1)).toMatchObject({ resultCode: 1, installedVersion: '2.0.0' });
+    }
+  }, 90_000);
+
+  it('resumes a download killed at 60% from the partial file', async () => {
+    const gw = await gateway();
+    const jobId = `crash-download-${caseNumber}`;
+    const big = Buffer.alloc(4 * 1024 * 1024, 0x5a);
+    const bigName = `app-${jobId}.bin`;
+    server.put(bigName, big);
+    const bigDelivery = publisher.deliver({
+      version: '2.0.0',
+      files: { [bigName]: big },
+      steps: [{ handler: 'edge-ota/file:1', files: [bigName], handlerProperties: { destination: path.join(gw.stateDir, 'install', 'app') } }],
+    }, { baseUrl: server.baseUrl, jobId });
+    server.throttle(16 * 1024);
+    const first = await start(gw);
+    void deliver(gw.deviceId, bigDelivery);
+    const jobsDir = path.join(gw.stateDir, 'data', 'jobs');
+    const partial = await eventually(() => {
+      for (const job of safeList(jobsDir)) {
+        const file = path.join(jobsDir, job, 'files', `${bigName}.part`);
+        try {
+          if (statSync(file).size >= big.length * 0.6) return file;
+        } catch {
+          // not there yet
+        }
+      }
+      return undefined;
+    }, 60_000, 'the download to pass 60%');
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const keptBytes = statSync(partial).size;
+    expect(keptBytes).toBeGreaterThanOrEqual(big.length * 0.6);
+    expect(keptBytes).toBeLessThan(big.length);
+
+    server.throttle(0);
+    const requestsBefore = server.requests.length;
+    const second = await start(gw);
+    await eventually(() => feedbackOf(jobId).find((m) => m.step === 'job' && m.status === 'succeeded'), 45_000, 'the resumed job to succeed');
+    await second.stop();
+    const resumed = server.requests.slice(requestsBefore).filter((r) => r.path === `/files/${bigName}`);
+    expect(resumed).toHaveLength(1);
+    // The new process asks for exactly the bytes the killed one had not written.
+    expect(resumed[0]?.range).toBe(`bytes=${keptBytes}-`);
+    expect(readFileSync(path.join(gw.stateDir, 'install', 'app', bigName)).equals(big)).toBe(true);
+  }, 120_000);
+});
+
+function safeList(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
