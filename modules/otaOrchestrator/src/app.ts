@@ -15,7 +15,8 @@ import type { UpdateHandler } from './handlers/updateHandler.ts';
 import type { EdgeConnection } from './iotEdgeConnection.ts';
 import { JobStore } from './jobStore.ts';
 import { ReportedState } from './reportedState.ts';
-import { loadTrustStore } from './trustConfiguration.ts';
+import { loadTrustStore, persistRootKeyPackage } from './trustConfiguration.ts';
+import { UsbDropIn } from './usbDropIn.ts';
 import type { Rebooter } from './updateEngine.ts';
 import { UpdateEngine } from './updateEngine.ts';
 
@@ -123,7 +124,27 @@ export function startOrchestrator(options: OrchestratorOptions): Orchestrator {
     }
   });
 
+  const usb = configuration.usbDropInDir
+    ? new UsbDropIn({
+        dir: configuration.usbDropInDir,
+        workDir: path.join(configuration.stateDir, 'usb'),
+        trustStore,
+        engine,
+        targets: () => [
+          { deviceId: connection.deviceId, properties: configuration.deviceProperties },
+          ...Object.entries(configuration.targets).map(([deviceId, target]) => ({ deviceId, properties: target.properties })),
+        ],
+        contentCache: configuration.contentCacheUrl
+          ? { url: configuration.contentCacheUrl, ...(configuration.contentCacheAdminToken ? { adminToken: configuration.contentCacheAdminToken } : {}) }
+          : undefined,
+        onRootKeyPackage: () => persistRootKeyPackage(configuration, trustStore),
+        onResult: (result) => reported.usbResult(result),
+        log,
+      })
+    : undefined;
+
   engine.start();
+  usb?.start();
   outbox.kick();
   reported.configurationChanged(configuration.deviceProperties, problems);
   reported.reportAll();
@@ -131,6 +152,7 @@ export function startOrchestrator(options: OrchestratorOptions): Orchestrator {
     engine,
     store,
     async stop() {
+      await usb?.stop();
       await engine.stop();
       await outbox.stop();
       await reported.stop();

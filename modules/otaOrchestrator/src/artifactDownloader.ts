@@ -99,6 +99,12 @@ export class ArtifactDownloader {
       await finish(partial, hash, request);
       return;
     }
+    if (source.url.startsWith('file:')) {
+      // A local copy (an extracted USB bundle): same checks, no HTTP.
+      await copyLocal(new URL(source.url), partial, hash, have, request);
+      await finish(partial, hash, request);
+      return;
+    }
     const response = await get(source, have, request, this.#policy.idleTimeoutMs);
     let file: FileHandle | undefined;
     try {
@@ -193,6 +199,31 @@ export class ArtifactDownloader {
   }
 }
 
+async function copyLocal(url: URL, partial: string, hash: Hash, from: number, request: DownloadRequest): Promise<void> {
+  let size: number;
+  try {
+    size = (await stat(url)).size;
+  } catch (error) {
+    throw new OtaError('DOWNLOAD_HTTP_ERROR', `${url.pathname}: ${(error as Error).message}`, { cause: error });
+  }
+  if (size > request.sizeInBytes) throw new OtaError('DOWNLOAD_TOO_LONG', `${url.pathname} is larger than the ${request.sizeInBytes} bytes the manifest declares`);
+  const file = await open(partial, from === 0 ? 'w' : 'a');
+  let done = from;
+  try {
+    for await (const chunk of createReadStream(url, { start: from, highWaterMark: writeChunkBytes }) as AsyncIterable<Buffer>) {
+      request.signal?.throwIfAborted();
+      hash.update(chunk);
+      await file.write(chunk);
+      done += chunk.length;
+      request.onProgress?.(done, request.sizeInBytes);
+    }
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  if (done < request.sizeInBytes) throw new OtaError('DOWNLOAD_TRUNCATED', `${url.pathname} has ${done} of ${request.sizeInBytes} bytes`);
+}
+
 async function verifiedAlready(request: DownloadRequest): Promise<boolean> {
   if ((await fileSize(request.destination)) !== request.sizeInBytes) return false;
   const hash = createHash('sha256');
@@ -226,6 +257,7 @@ async function hashPrefix(file: string, length: number, hash: Hash): Promise<voi
 function get(source: ArtifactSource, from: number, request: DownloadRequest, idleTimeoutMs: number): Promise<IncomingMessage> {
   const url = new URL(source.url);
   const send = url.protocol === 'https:' ? httpsRequest : url.protocol === 'http:' ? httpRequest : undefined;
+  // file: sources never get here (see #attempt).
   if (!send) return Promise.reject(new OtaError('DOWNLOAD_HTTP_ERROR', `unsupported URL scheme ${url.protocol}`));
   const headers: Record<string, string> = { ...source.headers, 'accept-encoding': 'identity' };
   if (from > 0) headers.range = `bytes=${from}-`;

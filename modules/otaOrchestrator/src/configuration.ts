@@ -14,6 +14,8 @@ export interface OrchestratorConfiguration {
   /** Base URL of this gateway's content cache, e.g. http://contentCache:8080; downloads fall back to the origin. */
   contentCacheUrl: string | undefined;
   contentCacheToken: string | undefined;
+  /** Bearer token for the cache's admin API (imports from USB bundles). */
+  contentCacheAdminToken: string | undefined;
   /** JSON file with the trusted root keys: [{ "kid": "...", "jwk": {...} }]. */
   trustRootsFile: string | undefined;
   trustAduServiceRoots: boolean;
@@ -60,6 +62,7 @@ export function configurationFromEnvironment(env: NodeJS.ProcessEnv): { configur
       stateDir,
       contentCacheUrl: cacheUrl && URL.canParse(cacheUrl) ? cacheUrl.replace(/\/+$/, '') : undefined,
       contentCacheToken: env.OTA_CONTENT_CACHE_TOKEN || undefined,
+      contentCacheAdminToken: env.OTA_CONTENT_CACHE_ADMIN_TOKEN || undefined,
       trustRootsFile: env.OTA_TRUST_ROOTS_FILE || undefined,
       trustAduServiceRoots: env.OTA_TRUST_ADU_SERVICE_ROOTS !== '0',
       allowManifestsWithoutLifetime: env.OTA_ALLOW_MANIFESTS_WITHOUT_LIFETIME === '1',

@@ -1,6 +1,7 @@
 import type { JobStore, UpdateJob } from './jobStore.ts';
 import type { ConfigurationProblem } from './configuration.ts';
 import { isTerminal } from './jobStates.ts';
+import type { UsbDropInResult } from './usbDropIn.ts';
 
 // The module twin's reported properties: ADU's `deviceUpdate.agent` shape for the gateway's own updates (so ADU
 // tooling can read it), and `edgeOta.targets` with one small entry per device this gateway updates. Changes are
@@ -20,6 +21,7 @@ export class ReportedState {
   readonly #dirtyTargets = new Set<string>();
   #problems: ConfigurationProblem[] = [];
   #problemsDirty = false;
+  #usb: (UsbDropInResult & { at: string }) | undefined;
   #timer: NodeJS.Timeout | undefined;
   #sending: Promise<void> | undefined;
   #deviceProperties: Record<string, string>;
@@ -41,6 +43,13 @@ export class ReportedState {
   configurationChanged(deviceProperties: Record<string, string>, problems: ConfigurationProblem[]): void {
     this.#deviceProperties = deviceProperties;
     this.#problems = problems;
+    this.#problemsDirty = true;
+    this.#schedule();
+  }
+
+  /** The last bundle the USB drop-in looked at, so an operator sees a refused stick in the twin. */
+  usbResult(result: UsbDropInResult): void {
+    this.#usb = { ...result, at: new Date().toISOString() };
     this.#problemsDirty = true;
     this.#schedule();
   }
@@ -79,7 +88,19 @@ export class ReportedState {
     const patch: Record<string, unknown> = {};
     const edgeOta: Record<string, unknown> = {};
     if (targets.length > 0) edgeOta.targets = Object.fromEntries(targets.map((t) => [t, this.#targetEntry(t)]));
-    if (problemsDirty) edgeOta.configurationErrors = this.#problems.length > 0 ? this.#problems.map((p) => `${p.setting}: ${p.message}`) : null;
+    if (problemsDirty) {
+      edgeOta.configurationErrors = this.#problems.length > 0 ? this.#problems.map((p) => `${p.setting}: ${p.message}`) : null;
+      if (this.#usb) {
+        edgeOta.usb = {
+          bundle: this.#usb.bundle,
+          status: this.#usb.status,
+          jobIds: this.#usb.jobIds.join(','),
+          extendedResultCode: this.#usb.extendedResultCode ?? null,
+          details: this.#usb.details?.slice(0, 512) ?? null,
+          at: this.#usb.at,
+        };
+      }
+    }
     if (Object.keys(edgeOta).length > 0) patch.edgeOta = edgeOta;
     if (targets.includes(this.#gatewayId) || problemsDirty) patch.deviceUpdate = this.#aduAgent();
     try {
