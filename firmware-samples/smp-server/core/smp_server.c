@@ -82,7 +82,7 @@ static struct image_info image_info(const uint8_t *slot, int check_hash)
     if (end > SLOT_SIZE) return info;
     for (uint32_t t = pos + 4; t + 4 <= end;) {
         uint16_t type = le16(slot + t), len = le16(slot + t + 2);
-        if (type == TLV_SHA256 && len == 32) info.hash = slot + t + 4;
+        if (type == TLV_SHA256 && len == 32 && t + 4u + len <= end) info.hash = slot + t + 4;
         t += 4u + len;
     }
     if (!info.hash) return info;
@@ -205,9 +205,15 @@ static cbor_writer reply_writer(void)
     return w;
 }
 
+static void send_error(const struct request *r, int rc);
+
 static void send_reply(const struct request *r, cbor_writer *w)
 {
-    if (w->overflow) return;
+    if (w->overflow) {
+        /* Say so rather than stay silent: a client would otherwise wait out its timeout and retry in vain. */
+        send_error(r, ERR_EMSGSIZE);
+        return;
+    }
     tx_buf[0] = (uint8_t)((r->version & 3) << 3 | ((r->op + 1) & 7));
     tx_buf[1] = 0;
     tx_buf[2] = (uint8_t)(w->len >> 8);

@@ -6,6 +6,7 @@ import { SerialPortLink } from '../src/serialPortLink.ts';
 import { FaultyLink } from '../src/faultyLink.ts';
 import { SmpClient } from '../src/smpClient.ts';
 import { readImageState } from '../src/imageGroup.ts';
+import { echo } from '../src/osGroup.ts';
 import { buildMcubootImage } from '../src/mcubootImageBuilder.ts';
 import { FlashFlow } from '../src/flashFlow.ts';
 import type { FlashProgress, FlashResult } from '../src/flashFlow.ts';
@@ -124,6 +125,23 @@ describe('flashing the host firmware sample over a pty', () => {
     expect(result).toMatchObject({ outcome: 'confirmed', version: '1.5.0' });
     expect(faulty.counts.corrupted).toBeGreaterThan(20);
   }, 90_000);
+
+  it('answers errors in the form the request asked for: {rc} to SMP v1, {err} to v2', async () => {
+    const { link } = await device();
+    const v1 = new SmpClient(link, { smpVersion: 1 });
+    const v2 = new SmpClient(link, { smpVersion: 2 });
+    try {
+      // Image erase (group 1, command 5) is not implemented by the sample.
+      expect((await v1.requestRaw({ op: 'write', group: 1, command: 5, body: {} })).body).toEqual({ rc: 8 });
+      expect((await v2.requestRaw({ op: 'write', group: 1, command: 5, body: {} })).body).toEqual({ err: { group: 1, rc: 8 } });
+      // An echo too long for the reply buffer is refused with EMSGSIZE rather than left unanswered.
+      await expect(v2.request({ op: 'write', group: 0, command: 0, body: { d: 'x'.repeat(1500) } })).rejects.toMatchObject({ rc: 7 });
+      expect(await echo(v2, 'still fine')).toBe('still fine');
+    } finally {
+      v1.close();
+      v2.close();
+    }
+  });
 
   it('waits out a slow slot erase on the first chunk while later chunks use short timeouts', async () => {
     const { link } = await device({ eraseMs: 1500 });
