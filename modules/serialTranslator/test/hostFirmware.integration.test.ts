@@ -143,6 +143,27 @@ describe('flashing the host firmware sample over a pty', () => {
     }
   });
 
+  it('survives a stream of line noise and broken frames, then still answers', async () => {
+    const { dev, link } = await device();
+    const { seededRandom } = await import('../src/faultyLink.ts');
+    const random = seededRandom(7);
+    const alphabet = Buffer.from('\x06\x09\x04\x14\nABCDEFabcdef0123456789+/=');
+    for (let i = 0; i < 64; i++) {
+      const noise = Uint8Array.from({ length: 512 }, () =>
+        random() < 0.8 ? alphabet[Math.floor(random() * alphabet.length)]! : Math.floor(random() * 256),
+      );
+      await link.write(noise);
+    }
+    await link.write(Buffer.from('\n'));
+    const client = new SmpClient(link, { retries: 5 });
+    try {
+      expect(await echo(client, 'alive')).toBe('alive');
+    } finally {
+      client.close();
+    }
+    expect(dev.firmware.exitCode).toBeNull();
+  });
+
   it('waits out a slow slot erase on the first chunk while later chunks use short timeouts', async () => {
     const { link } = await device({ eraseMs: 1500 });
     const flow = new FlashFlow({

@@ -95,3 +95,26 @@ describe('console framing', () => {
     expect(events.map((e) => e.kind)).toEqual(['bad-frame', 'bad-frame']);
   });
 });
+
+describe('decoding hostile input', () => {
+  it('never throws on random streams, whatever the markers and newlines', async () => {
+    const { seededRandom } = await import('../src/faultyLink.ts');
+    const { CborError, decodeCbor } = await import('../src/smpCbor.ts');
+    const random = seededRandom(2024);
+    const decoder = new ConsoleFrameDecoder();
+    const alphabet = Buffer.from('\x06\x09\x04\x14\n\rABCDEFabcdef0123456789+/=');
+    for (let round = 0; round < 200; round++) {
+      const chunk = Uint8Array.from({ length: 1 + Math.floor(random() * 300) }, () =>
+        random() < 0.7 ? alphabet[Math.floor(random() * alphabet.length)]! : Math.floor(random() * 256),
+      );
+      expect(() => decoder.push(chunk)).not.toThrow();
+      try {
+        decodeCbor(chunk);
+      } catch (error) {
+        expect(error).toBeInstanceOf(CborError);
+      }
+    }
+    // And it still decodes a good frame afterwards.
+    expect(decoder.push(Buffer.concat([Buffer.from('\n'), ECHO_LINE])).filter((e) => e.kind === 'packet')).toEqual([{ kind: 'packet', packet: ECHO_PACKET }]);
+  });
+});
