@@ -170,6 +170,17 @@ describe('SmpClient', () => {
     expect(Buffer.from(device.secondary.bytes!)).toEqual(Buffer.from(img));
   });
 
+  it('gets through to a device that advertises a bigger buffer than it has, instead of hanging', async () => {
+    const [hostEnd, deviceEnd] = memoryLinkPair();
+    const device = new SimulatedDevice(deviceEnd, image('1.0.0'), { bufSize: 2048, realBufSize: 600 });
+    cleanups.push(() => device.stop(), () => hostEnd.close(), () => deviceEnd.close());
+    const client = new SmpClient(hostEnd, { timeoutMs: 100, minTimeoutMs: 20 });
+    const img = image('2.0.0', 16 * 1024);
+    const result = await uploadImage(client, img, { bufSize: 2048, window: 2 });
+    expect(result.retries).toBeGreaterThan(0);
+    expect(Buffer.from(device.secondary.bytes!)).toEqual(Buffer.from(img));
+  });
+
   it('resumes an upload from the offset the device already holds', async () => {
     const { link, device } = setup();
     const client = new SmpClient(link);

@@ -24,6 +24,8 @@ export interface SimulatedDeviceOptions {
   loseFinalUploadReply?: boolean;
   /** Drops the upload state once the upload completes, as some SMP servers do. */
   forgetsFinishedUpload?: boolean;
+  /** Silently drops packets larger than this, whatever buf_size says: a misconfigured device. */
+  realBufSize?: number;
 }
 
 export class SimulatedDevice {
@@ -44,6 +46,7 @@ export class SimulatedDevice {
   uploadsStarted = 0;
   #loseFinalUploadReply: boolean;
   readonly #forgetsFinishedUpload: boolean;
+  readonly #realBufSize: number;
   /** The most requests received and not yet answered at any moment: the client's effective window. */
   maxOutstanding = 0;
   readonly #replyDelayMs: number;
@@ -56,6 +59,7 @@ export class SimulatedDevice {
     this.#replyDelayMs = options.replyDelayMs ?? 0;
     this.#loseFinalUploadReply = options.loseFinalUploadReply ?? false;
     this.#forgetsFinishedUpload = options.forgetsFinishedUpload ?? false;
+    this.#realBufSize = options.realBufSize ?? Infinity;
     this.primary.bytes = initialImage;
     this.#unsubscribe = link.onData((bytes) => {
       for (const event of this.#decoder.push(bytes)) if (event.kind === 'packet') this.#onPacket(event.packet);
@@ -86,7 +90,7 @@ export class SimulatedDevice {
   }
 
   #onPacket(packet: Uint8Array): void {
-    if (packet.length < SMP_HEADER_SIZE) return;
+    if (packet.length < SMP_HEADER_SIZE || packet.length > this.#realBufSize) return;
     const h = decodeSmpHeader(packet);
     let body: CborMap;
     try {
