@@ -10,6 +10,7 @@ import { HandlerRegistry } from '../../src/handlers/updateHandler.ts';
 import type { UpdateHandler } from '../../src/handlers/updateHandler.ts';
 import { JobStore } from '../../src/jobStore.ts';
 import { UpdateEngine } from '../../src/updateEngine.ts';
+import type { Rebooter } from '../../src/updateEngine.ts';
 import type { Publisher } from './signedUpdates.ts';
 import { compatibleProperties } from './signedUpdates.ts';
 
@@ -23,7 +24,7 @@ export interface EngineHarness {
   close(): Promise<void>;
 }
 
-export function startEngine(publisher: Publisher, options: { extraHandlers?: UpdateHandler[]; gatewayId?: string; root?: string } = {}): EngineHarness {
+export function startEngine(publisher: Publisher, options: { extraHandlers?: UpdateHandler[]; gatewayId?: string; root?: string; rebooter?: Rebooter } = {}): EngineHarness {
   const root = options.root ?? mkdtempSync(path.join(tmpdir(), 'orchestrator-'));
   const installRoot = path.join(root, 'install');
   const store = new JobStore(path.join(root, 'jobs.sqlite'));
@@ -37,7 +38,7 @@ export function startEngine(publisher: Publisher, options: { extraHandlers?: Upd
     gatewayId,
     targetProperties: (targetId) => (targetId === gatewayId || targetId.startsWith('child-') ? { properties: compatibleProperties } : undefined),
     artifactSources: (originUrl) => [{ url: originUrl }],
-    rebooter: { reboot: () => Promise.resolve() },
+    rebooter: options.rebooter ?? { reboot: () => Promise.resolve() },
     faults: new FaultInjection(undefined),
   });
   engine.start();
