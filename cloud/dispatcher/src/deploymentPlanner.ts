@@ -1,0 +1,66 @@
+import type { Catalog } from './catalog.ts';
+import type { DispatchQueue } from './dispatchQueue.ts';
+import type { ManifestBuilder } from './manifestBuilder.ts';
+import { jobIdFor } from './manifestBuilder.ts';
+import type { DeviceRecord, DispatcherStore } from './store.ts';
+
+// Decides what a live device must get and records the delivery: the update assigned to the device (or its
+// group's rule), sent to the orchestrator of the device's parent gateway, or of the device itself when it is a
+// gateway without a parent. Idempotent: the job id is derived from (device, update), so a repeated create event
+// or a restart finds the delivery recorded already.
+
+export type PlanOutcome =
+  | { planned: true; jobId: string; gatewayId: string; updateId: string }
+  | { planned: false; reason: 'no-update-assigned' | 'update-not-in-catalog' | 'no-gateway' | 'already-planned' | 'device-not-live'; jobId?: string };
+
+export class DeploymentPlanner {
+  readonly #store: DispatcherStore;
+  readonly #catalog: Catalog;
+  readonly #builder: ManifestBuilder;
+  readonly #queue: DispatchQueue;
+
+  constructor(store: DispatcherStore, catalog: Catalog, builder: ManifestBuilder, queue: DispatchQueue) {
+    this.#store = store;
+    this.#catalog = catalog;
+    this.#builder = builder;
+    this.#queue = queue;
+  }
+
+  assignedUpdate(device: DeviceRecord): string | undefined {
+    return device.assignedUpdateId ?? (device.group ? this.#store.groupRule(device.group) : undefined);
+  }
+
+  async plan(deviceId: string): Promise<PlanOutcome> {
+    const device = this.#store.getDevice(deviceId);
+    if (!device || device.lifecycle !== 'live') return { planned: false, reason: 'device-not-live' };
+    const updateId = this.assignedUpdate(device);
+    const note = (status: string, details: string): void =>
+      this.#store.addHistory(deviceId, { at: new Date().toISOString(), jobId: undefined, kind: 'delivery', step: undefined, status, resultCode: undefined, extendedResultCode: undefined, details });
+    if (!updateId) {
+      note('noUpdateAssigned', 'neither the device nor its group has an update assigned');
+      return { planned: false, reason: 'no-update-assigned' };
+    }
+    const update = this.#catalog.get(updateId);
+    if (!update) {
+      note('updateNotInCatalog', `${updateId} is not in the catalog`);
+      return { planned: false, reason: 'update-not-in-catalog' };
+    }
+    const gatewayId = device.parentId ?? (device.isGateway ? device.deviceId : undefined);
+    if (!gatewayId) {
+      note('noGateway', 'the device has no parent gateway and is not a gateway: no orchestrator can take the job');
+      return { planned: false, reason: 'no-gateway' };
+    }
+    const jobId = jobIdFor(deviceId, updateId);
+    if (this.#store.getDelivery(jobId)) return { planned: false, reason: 'already-planned', jobId };
+    const built = await this.#builder.build(update, { deviceId, gatewayId });
+    // Recorded before the first attempt: from here on a crash cannot lose the delivery.
+    const recorded = this.#store.insertDelivery({
+      jobId, deviceId, gatewayId, updateId, state: 'pending', payload: JSON.stringify(built.method), twinPayload: JSON.stringify(built.twin),
+      attempts: 0, nextAttemptAt: Date.now(), twinWritten: false, lastError: undefined, createdAt: new Date().toISOString(), deliveredAt: undefined,
+    });
+    // A delete may have overtaken us while the manifest was being signed.
+    if (this.#store.getDevice(deviceId)?.lifecycle === 'deleted') this.#store.cancelPending(deviceId, 'device deleted');
+    else this.#queue.kick();
+    return recorded ? { planned: true, jobId, gatewayId, updateId } : { planned: false, reason: 'already-planned', jobId };
+  }
+}

@@ -1,0 +1,136 @@
+import type { ApplyUpdateReply, UpdateDelivery } from '@edge-ota/common';
+import { APPLY_UPDATE_METHOD, DEVICE_UPDATE_TWIN_PROPERTY } from '@edge-ota/common';
+import type { IdentityHub } from './hubClient.ts';
+import type { DeliveryRecord, DispatcherStore } from './store.ts';
+
+// Persisted delivery work. A delivery is a row in the store before the first attempt, so a dispatcher that
+// dies between the event and the call picks it up again at start-up. Each attempt calls `applyUpdate` on
+// `{gateway}/otaOrchestrator`; when that fails (module offline, gateway cut off, timeout) the delivery is
+// written once into the module twin's desired `deviceUpdate.service` (the orchestrator picks it up when it
+// reconnects) and the direct call is retried with exponential backoff until the orchestrator accepts it.
+
+export const ORCHESTRATOR_MODULE = 'otaOrchestrator';
+
+export interface DispatchQueueOptions {
+  store: DispatcherStore;
+  hub: IdentityHub;
+  /** Parallel deliveries in flight. */
+  concurrency?: number;
+  initialBackoffMs?: number;
+  maxBackoffMs?: number;
+  methodTimeoutSeconds?: number;
+  log?: (line: string) => void;
+  /** Called when a delivery reached the orchestrator (bench and tests measure with it). */
+  onDelivered?: (delivery: DeliveryRecord) => void;
+}
+
+export class DispatchQueue {
+  readonly #store: DispatcherStore;
+  readonly #hub: IdentityHub;
+  readonly #concurrency: number;
+  readonly #initialBackoffMs: number;
+  readonly #maxBackoffMs: number;
+  readonly #methodTimeoutSeconds: number;
+  readonly #log: (line: string) => void;
+  readonly #onDelivered: ((delivery: DeliveryRecord) => void) | undefined;
+  readonly #inFlight = new Set<string>();
+  readonly #running = new Set<Promise<void>>();
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = true;
+
+  constructor(options: DispatchQueueOptions) {
+    this.#store = options.store;
+    this.#hub = options.hub;
+    this.#concurrency = options.concurrency ?? 64;
+    this.#initialBackoffMs = options.initialBackoffMs ?? 1000;
+    this.#maxBackoffMs = options.maxBackoffMs ?? 60_000;
+    this.#methodTimeoutSeconds = options.methodTimeoutSeconds ?? 30;
+    this.#log = options.log ?? (() => undefined);
+    this.#onDelivered = options.onDelivered;
+  }
+
+  start(): void {
+    this.#stopped = false;
+    this.kick();
+  }
+
+  /** Stops taking work; attempts in flight get `graceMs` to finish (an unfinished one stays pending in the store). */
+  async stop(graceMs = 2_000): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.#running]),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, graceMs);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /** Looks for due work now (a new delivery was recorded, or a gateway came back). */
+  kick(): void {
+    if (this.#stopped) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#fill(), 0);
+  }
+
+  #fill(): void {
+    this.#timer = undefined;
+    if (this.#stopped) return;
+    const free = this.#concurrency - this.#inFlight.size;
+    if (free > 0) {
+      const due = this.#store.dueDeliveries(Date.now(), free + this.#inFlight.size).filter((d) => !this.#inFlight.has(d.jobId)).slice(0, free);
+      for (const delivery of due) {
+        this.#inFlight.add(delivery.jobId);
+        const run = this.#attempt(delivery).catch((error: unknown) => this.#log(`dispatch ${delivery.jobId}: ${(error as Error).message}`)).finally(() => {
+          this.#inFlight.delete(delivery.jobId);
+          this.#running.delete(run);
+          this.kick();
+        });
+        this.#running.add(run);
+      }
+    }
+    // Sleep until the next retry is due; a kick() cuts the sleep short.
+    const next = this.#store.nextDueAt();
+    if (next !== undefined && this.#inFlight.size < this.#concurrency) {
+      this.#timer = setTimeout(() => this.#fill(), Math.min(Math.max(next - Date.now(), 10), 5_000));
+    }
+  }
+
+  async #attempt(delivery: DeliveryRecord): Promise<void> {
+    const payload = JSON.parse(delivery.payload) as UpdateDelivery;
+    let error: string;
+    try {
+      const outcome = await this.#hub.invokeModuleMethod(delivery.gatewayId, ORCHESTRATOR_MODULE, APPLY_UPDATE_METHOD, payload, this.#methodTimeoutSeconds);
+      const reply = outcome.payload as Partial<ApplyUpdateReply> | undefined;
+      if (outcome.status >= 200 && outcome.status < 300 && reply && (reply.accepted === true || reply.disposition === 'duplicate' || reply.disposition === 'rejected')) {
+        // A rejected job is delivered too: the orchestrator has decided, and its feedback says why.
+        const error = reply.disposition === 'rejected' ? `rejected: ${reply.resultDetails ?? ''} (${reply.extendedResultCode ?? ''})` : undefined;
+        this.#store.markAttempt(delivery.jobId, { delivered: true, nextAttemptAt: Date.now(), ...(error ? { error } : {}) });
+        const stored = this.#store.getDelivery(delivery.jobId);
+        if (stored) this.#onDelivered?.(stored);
+        return;
+      }
+      error = `applyUpdate answered ${outcome.status}: ${JSON.stringify(outcome.payload)?.slice(0, 200)}`;
+    } catch (cause) {
+      error = `${(cause as Error).name}: ${(cause as Error).message}`;
+    }
+    if (this.#stopped) return;
+    let twinWritten = delivery.twinWritten;
+    if (!twinWritten) {
+      try {
+        await this.#hub.patchModuleDesired(delivery.gatewayId, ORCHESTRATOR_MODULE, { [DEVICE_UPDATE_TWIN_PROPERTY]: { service: JSON.parse(delivery.twinPayload) as unknown } });
+        twinWritten = true;
+      } catch (cause) {
+        error += `; twin: ${(cause as Error).message}`;
+      }
+    }
+    const backoff = Math.min(this.#maxBackoffMs, this.#initialBackoffMs * 2 ** Math.min(delivery.attempts, 16));
+    // Jitter keeps many deliveries to one returning gateway from retrying in lockstep.
+    const nextAttemptAt = Date.now() + Math.round(backoff * (0.8 + Math.random() * 0.4));
+    this.#store.markAttempt(delivery.jobId, { delivered: false, error, nextAttemptAt, twinWritten });
+    this.#log(`dispatch ${delivery.jobId} to ${delivery.gatewayId}: ${error}; retry in ${nextAttemptAt - Date.now()} ms`);
+  }
+}

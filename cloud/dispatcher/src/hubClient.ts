@@ -1,0 +1,90 @@
+import iothub from 'azure-iothub';
+import { DispatcherError } from './errors.ts';
+
+const { Registry, Client } = iothub;
+
+// The dispatcher's only doors into IoT Hub, through the unmodified service SDK: register identities (with the
+// parent scope that makes a device a child of its gateway), call a module's direct method, patch a module
+// twin's desired properties.
+
+export interface MethodOutcome {
+  status: number;
+  payload: unknown;
+}
+
+export interface IdentityHub {
+  /** Registers a device; `parentId` must be an edge gateway. Returns the identity's generation id. */
+  createDevice(request: { deviceId: string; isGateway: boolean; parentId?: string }): Promise<{ generationId: string }>;
+  invokeModuleMethod(deviceId: string, moduleId: string, methodName: string, payload: unknown, responseTimeoutInSeconds: number): Promise<MethodOutcome>;
+  patchModuleDesired(deviceId: string, moduleId: string, desired: Record<string, unknown>): Promise<void>;
+  close(): Promise<void>;
+}
+
+interface ScopedDevice {
+  deviceId: string;
+  generationId?: string;
+  deviceScope?: string;
+  capabilities?: { iotEdge?: boolean };
+}
+
+const EDGE_SCOPE = /^ms-azure-iot-edge:\/\/(.+)-[^-]+$/;
+
+/** The gateway a device scope names (`ms-azure-iot-edge://<gatewayId>-<generation>`), if any. */
+export function gatewayOfScope(scope: string | undefined): string | undefined {
+  return scope ? EDGE_SCOPE.exec(scope)?.[1] : undefined;
+}
+
+export class ServiceHub implements IdentityHub {
+  readonly #registry: InstanceType<typeof Registry>;
+  readonly #client: InstanceType<typeof Client>;
+
+  constructor(connectionString: string) {
+    this.#registry = Registry.fromConnectionString(connectionString);
+    this.#client = Client.fromConnectionString(connectionString);
+  }
+
+  async createDevice(request: { deviceId: string; isGateway: boolean; parentId?: string }): Promise<{ generationId: string }> {
+    const body: Record<string, unknown> = { deviceId: request.deviceId, capabilities: { iotEdge: request.isGateway }, status: 'enabled' };
+    if (request.parentId) {
+      let parent: ScopedDevice;
+      try {
+        parent = (await this.#registry.get(request.parentId)).responseBody;
+      } catch (error) {
+        if ((error as Error).name === 'DeviceNotFoundError') throw new DispatcherError('PARENT_NOT_FOUND', `parent ${request.parentId} is not registered in IoT Hub`);
+        throw hubUnavailable(error);
+      }
+      if (!parent.capabilities?.iotEdge || !parent.deviceScope) throw new DispatcherError('PARENT_NOT_GATEWAY', `${request.parentId} is not an IoT Edge device`);
+      // A leaf device takes its gateway's scope; a nested gateway lists it among its parent scopes.
+      if (request.isGateway) body.parentScopes = [parent.deviceScope];
+      else body.deviceScope = parent.deviceScope;
+    }
+    try {
+      const created = (await this.#registry.create(body as never)).responseBody as unknown as ScopedDevice;
+      return { generationId: created.generationId ?? '' };
+    } catch (error) {
+      if ((error as Error).name === 'DeviceAlreadyExistsError') throw new DispatcherError('DEVICE_EXISTS', `${request.deviceId} exists in IoT Hub already`);
+      throw hubUnavailable(error);
+    }
+  }
+
+  async invokeModuleMethod(deviceId: string, moduleId: string, methodName: string, payload: unknown, responseTimeoutInSeconds: number): Promise<MethodOutcome> {
+    // connectTimeoutInSeconds 0: an offline module fails at once (404) instead of holding a dispatcher slot.
+    const result = await this.#client.invokeDeviceMethod(deviceId, moduleId, { methodName, payload, responseTimeoutInSeconds, connectTimeoutInSeconds: 0 });
+    const outcome = result.result as { status?: number; payload?: unknown };
+    return { status: outcome.status ?? 0, payload: outcome.payload };
+  }
+
+  async patchModuleDesired(deviceId: string, moduleId: string, desired: Record<string, unknown>): Promise<void> {
+    await this.#registry.updateModuleTwin(deviceId, moduleId, { properties: { desired } }, '*');
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+function hubUnavailable(error: unknown): DispatcherError {
+  const message = (error as Error).message;
+  const tls = /self[- ]signed|unable to verify|certificate/i.test(message);
+  return new DispatcherError('HUB_UNAVAILABLE', tls ? `TLS: ${message} (start the dispatcher with NODE_EXTRA_CA_CERTS=<hub.json caFile>)` : message);
+}

@@ -1,0 +1,87 @@
+import { createHash } from 'node:crypto';
+import type { SigningKey, UpdateDelivery } from '@edge-ota/common';
+import { MAX_METHOD_PAYLOAD_BYTES, WORKFLOW_PROCESS_DEPLOYMENT, fitsInTwin, signUpdateManifest, updateManifestFromImport } from '@edge-ota/common';
+import type { ArtifactStore } from './artifactStore.ts';
+import type { CatalogUpdate } from './store.ts';
+
+// Turns a catalog update into what a gateway's orchestrator receives: a freshly signed update manifest (own
+// manifest id and expiry per deployment, so a device's replay guard sees each deployment once) with a signed,
+// expiring URL for every file. When the whole delivery is too big for a direct method or a twin, the manifest
+// itself becomes a file and a small signed pointer (ADU's detached manifest) travels instead.
+
+export const DETACHED_MANIFEST_FILE_ID = 'manifest';
+/** Leaves room in the 32 KB desired section for other properties of the orchestrator's twin. */
+const MAX_TWIN_DELIVERY_BYTES = 24 * 1024;
+
+export interface BuiltDelivery {
+  jobId: string;
+  /** Sent by direct method: the full manifest when it fits, the pointer otherwise. */
+  method: UpdateDelivery;
+  /** Written to the module twin: the full manifest when every value fits 4 KB, the pointer otherwise. */
+  twin: UpdateDelivery;
+}
+
+export interface ManifestBuilderOptions {
+  signingKey: SigningKey;
+  artifacts: ArtifactStore;
+  manifestLifetimeMs?: number;
+  urlLifetimeMs?: number;
+}
+
+/** One job id per (device, update): a redelivered job is the same job to the orchestrator. */
+export function jobIdFor(deviceId: string, updateId: string): string {
+  return `job-${createHash('sha256').update(`${deviceId}\n${updateId}`).digest('hex').slice(0, 40)}`;
+}
+
+export class ManifestBuilder {
+  readonly #options: Required<ManifestBuilderOptions>;
+
+  constructor(options: ManifestBuilderOptions) {
+    this.#options = { manifestLifetimeMs: 30 * 24 * 3600_000, urlLifetimeMs: 30 * 24 * 3600_000, ...options };
+  }
+
+  async build(update: CatalogUpdate, target: { deviceId: string; gatewayId: string }, now = new Date()): Promise<BuiltDelivery> {
+    const { signingKey, artifacts } = this.#options;
+    const jobId = jobIdFor(target.deviceId, update.updateId);
+    const expires = new Date(now.getTime() + this.#options.manifestLifetimeMs);
+    const urlExpiry = new Date(now.getTime() + this.#options.urlLifetimeMs);
+    const { manifest, bytes } = updateManifestFromImport(update.importManifest, { expiresDateTime: expires, manifestId: jobId, createdDateTime: now });
+    const fileUrls: Record<string, string> = {};
+    for (const [fileId, file] of Object.entries(manifest.files)) {
+      const stored = update.files.find((f) => f.filename === file.filename);
+      if (!stored) throw new Error(`catalog entry ${update.updateId} has no artifact for ${file.filename}`);
+      fileUrls[fileId] = artifacts.signedUrl(stored.artifactKey, file.filename, urlExpiry);
+    }
+    const deliveryTarget = { deviceId: target.deviceId };
+    const full: UpdateDelivery = {
+      workflow: { action: WORKFLOW_PROCESS_DEPLOYMENT, id: jobId },
+      updateManifest: bytes.toString('utf8'),
+      updateManifestSignature: signUpdateManifest(bytes, signingKey),
+      fileUrls,
+      target: deliveryTarget,
+    };
+    const fullSize = Buffer.byteLength(JSON.stringify(full));
+    const needsPointer = fullSize > MAX_METHOD_PAYLOAD_BYTES || !fitsInTwin(full) || fullSize > MAX_TWIN_DELIVERY_BYTES;
+    if (!needsPointer) return { jobId, method: full, twin: full };
+
+    // The detached manifest is content-addressed like any file; the pointer's signature covers its hash.
+    const detached = await artifacts.put(bytes);
+    const pointer = {
+      manifestVersion: manifest.manifestVersion,
+      updateId: manifest.updateId,
+      detachedManifestFileId: DETACHED_MANIFEST_FILE_ID,
+      files: { [DETACHED_MANIFEST_FILE_ID]: { filename: 'updatemanifest.json', sizeInBytes: detached.sizeInBytes, hashes: { sha256: detached.sha256 } } },
+      createdDateTime: manifest.createdDateTime,
+      edgeOta: manifest.edgeOta,
+    };
+    const pointerBytes = Buffer.from(JSON.stringify(pointer), 'utf8');
+    const pointerDelivery: UpdateDelivery = {
+      workflow: { action: WORKFLOW_PROCESS_DEPLOYMENT, id: jobId },
+      updateManifest: pointerBytes.toString('utf8'),
+      updateManifestSignature: signUpdateManifest(pointerBytes, signingKey),
+      fileUrls: { [DETACHED_MANIFEST_FILE_ID]: artifacts.signedUrl(detached.key, 'updatemanifest.json', urlExpiry), ...fileUrls },
+      target: deliveryTarget,
+    };
+    return { jobId, method: fullSize > MAX_METHOD_PAYLOAD_BYTES ? pointerDelivery : full, twin: pointerDelivery };
+  }
+}

@@ -1,0 +1,121 @@
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDispatcher } from '../src/app.ts';
+import type { Dispatcher } from '../src/app.ts';
+import type { Harness, JsonLineProcess } from './support/harness.ts';
+import { api, eventually, makeUpdate, startHarness } from './support/harness.ts';
+
+// The flow users asked for, end to end on the emulator with the real SDKs: a device created through the API is
+// registered under its gateway, the lifecycle event reaches the dispatcher over the Event Hubs-compatible
+// endpoint, the signed manifest reaches {gateway}/otaOrchestrator (a stand-in module), its feedback comes back as
+// telemetry, and the API shows the device succeeded, with its history.
+
+interface DeviceView {
+  lifecycle: string;
+  installedVersion: string | null;
+  assignedUpdateId: string | null;
+  currentJob: { jobId: string; state: string; step?: string; delivery?: { twinWritten: boolean; attempts: number } } | null;
+}
+
+describe('dispatcher on the emulator (Event Hubs ingestion)', () => {
+  let harness: Harness;
+  let dispatcher: Dispatcher;
+  let orchestrator: JsonLineProcess;
+  const updateId = 'Contoso/Sensor@1.2.0';
+
+  beforeAll(async () => {
+    harness = await startHarness();
+    await harness.createGateway('gw-1');
+    orchestrator = await harness.startOrchestrator('gw-1');
+    dispatcher = await createDispatcher({
+      hubConnectionString: harness.info.serviceConnectionString,
+      eventHubsConnectionString: harness.info.eventHubsConnectionString,
+      dataDir: path.join(harness.dir, 'dispatcher'),
+      signingKey: harness.keys.signingKey,
+      trustStore: harness.keys.trustStore,
+      dispatch: { initialBackoffMs: 200, maxBackoffMs: 1000 },
+    });
+    const imported = await api(dispatcher.url, 'POST', '/updates', makeUpdate('1.2.0', 2));
+    expect(imported.status).toBe(201);
+  });
+  afterAll(async () => {
+    await dispatcher?.close();
+    await harness?.stop();
+  });
+
+  const device = async (id: string): Promise<DeviceView> => (await api(dispatcher.url, 'GET', `/devices/${id}`)).body as unknown as DeviceView;
+
+  it('creates a child device, delivers its manifest to the gateway orchestrator by direct method, and shows it succeeded', async () => {
+    const created = await api(dispatcher.url, 'POST', '/devices', { deviceId: 'mcu-1', parentId: 'gw-1', group: 'line-a', updateId });
+    expect(created.status).toBe(201);
+    // Registered in IoT Hub as the gateway's child.
+    const identity = (await harness.registry.get('mcu-1')).responseBody as { deviceScope?: string };
+    expect(identity.deviceScope).toMatch(/^ms-azure-iot-edge:\/\/gw-1-/);
+
+    const delivered = await orchestrator.waitFor((e) => e.type === 'delivery' && e.deviceId === 'mcu-1', 'manifest at gw-1/otaOrchestrator');
+    expect(delivered.via).toBe('method');
+    const done = await eventually(async () => {
+      const view = await device('mcu-1');
+      return view.currentJob?.state === 'succeeded' ? view : undefined;
+    }, 30_000, 'mcu-1 succeeded');
+    expect(done.installedVersion).toBe('1.2.0');
+    expect(done.assignedUpdateId).toBe(updateId);
+
+    const history = (await api(dispatcher.url, 'GET', '/devices/mcu-1/history')).body.history as Array<{ kind: string; step?: string; status: string }>;
+    const steps = history.filter((h) => h.kind === 'feedback').map((h) => `${h.step}:${h.status}`);
+    expect(steps).toEqual(expect.arrayContaining(['job:started', 'download:succeeded', 'validate:succeeded', 'install:succeeded', 'run:succeeded', 'job:succeeded']));
+    expect(history.some((h) => h.kind === 'delivery' && h.status === 'delivered')).toBe(true);
+
+    const counts = (await api(dispatcher.url, 'GET', '/status/updates')).body.updates as Record<string, Record<string, number>>;
+    expect(counts[updateId]?.succeeded).toBeGreaterThanOrEqual(1);
+    const groups = (await api(dispatcher.url, 'GET', '/status/groups')).body.groups as Record<string, Record<string, number>>;
+    expect(groups['line-a']?.succeeded).toBe(1);
+  });
+
+  it('assigns by group rule, and lists a failed device with the failing step and codes', async () => {
+    const rule = await api(dispatcher.url, 'PUT', '/groups/line-b', { updateId });
+    expect(rule.status).toBe(200);
+    orchestrator.send({ cmd: 'set', failStep: 'install', id: 1 });
+    await orchestrator.waitFor((e) => e.type === 'result' && e.id === 1, 'fail mode set');
+    expect((await api(dispatcher.url, 'POST', '/devices', { deviceId: 'mcu-2', parentId: 'gw-1', group: 'line-b' })).status).toBe(201);
+    const failed = await eventually(async () => {
+      const list = (await api(dispatcher.url, 'GET', '/status/failed')).body.failed as Array<{ deviceId: string; step: string; extendedResultCode: number }>;
+      return list.find((f) => f.deviceId === 'mcu-2');
+    }, 30_000, 'mcu-2 in the failed list');
+    expect(failed.step).toBe('install');
+    expect(failed.extendedResultCode).toBe(0x30000010);
+    expect((await device('mcu-2')).assignedUpdateId).toBe(updateId);
+    orchestrator.send({ cmd: 'set', failStep: '', id: 2 });
+    await orchestrator.waitFor((e) => e.type === 'result' && e.id === 2, 'fail mode cleared');
+  });
+
+  it('with the gateway offline at creation: writes the twin pointer, then completes when the gateway returns', async () => {
+    await harness.faults.setUpstream('gw-1', false);
+    expect((await api(dispatcher.url, 'POST', '/devices', { deviceId: 'mcu-3', parentId: 'gw-1', updateId })).status).toBe(201);
+    await eventually(async () => ((await device('mcu-3')).currentJob?.delivery?.twinWritten ? true : undefined), 30_000, 'twin fallback written');
+    expect((await device('mcu-3')).currentJob?.state).toBe('pending');
+    await harness.faults.setUpstream('gw-1', true);
+    const done = await eventually(async () => {
+      const view = await device('mcu-3');
+      return view.currentJob?.state === 'succeeded' ? view : undefined;
+    }, 30_000, 'mcu-3 succeeded after the gateway returned');
+    expect(done.installedVersion).toBe('1.2.0');
+    // Twin and method both carried the job; the orchestrator ran it once.
+    const runs = orchestrator.events.filter((e) => e.type === 'delivery' && e.deviceId === 'mcu-3');
+    expect(runs).toHaveLength(1);
+  });
+
+  it('a gateway without a parent gets its own job on its own otaOrchestrator', async () => {
+    await harness.createGateway('gw-2');
+    const own = await harness.startOrchestrator('gw-2');
+    // The identity exists already (deployment); the API registers it in the dispatcher only through a create.
+    expect((await api(dispatcher.url, 'POST', '/devices', { deviceId: 'gw-2', isGateway: true, updateId })).status).toBe(409);
+    expect((await api(dispatcher.url, 'POST', '/devices', { deviceId: 'gw-3', isGateway: true, updateId })).status).toBe(201);
+    await harness.registry.applyConfigurationContentOnDevice('gw-3', { modulesContent: { $edgeAgent: { 'properties.desired': { schemaVersion: '1.1', runtime: { type: 'docker', settings: { minDockerVersion: 'v1.25' } }, systemModules: { edgeAgent: { type: 'docker', settings: { image: 'a', createOptions: '{}' } }, edgeHub: { type: 'docker', status: 'running', restartPolicy: 'always', settings: { image: 'b', createOptions: '{}' } } }, modules: { otaOrchestrator: { version: '1.0', type: 'docker', status: 'running', restartPolicy: 'always', settings: { image: 'c', createOptions: '{}' } } } } }, $edgeHub: { 'properties.desired': { schemaVersion: '1.2', routes: {}, storeAndForwardConfiguration: { timeToLiveSecs: 7200 } } } } });
+    const gw3 = await harness.startOrchestrator('gw-3');
+    await gw3.waitFor((e) => e.type === 'delivery' && e.deviceId === 'gw-3', 'gw-3 job on its own orchestrator', 30_000);
+    await eventually(async () => ((await device('gw-3')).currentJob?.state === 'succeeded' ? true : undefined), 30_000, 'gw-3 succeeded');
+    await own.stop();
+    await gw3.stop();
+  });
+});
