@@ -4,11 +4,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AbImageHandler } from '../src/handlers/abImageHandler.ts';
-import { FileBootControl } from '../src/handlers/bootControl.ts';
+import { FileBootControl, GrubEnvBootControl, UbootEnvBootControl } from '../src/handlers/bootControl.ts';
 import type { ArtifactServer } from './support/artifactServer.ts';
 import { startArtifactServer } from './support/artifactServer.ts';
 import type { EngineHarness } from './support/engineHarness.ts';
 import { startEngine, steps } from './support/engineHarness.ts';
+import { createFakeGrub, createFakeUboot } from './support/fakeBootloaders.ts';
 import type { Publisher } from './support/signedUpdates.ts';
 import { createPublisher } from './support/signedUpdates.ts';
 import { SimulatedRebooter } from './support/simulatedRebooter.ts';
@@ -177,5 +178,60 @@ describe('A/B image handler', () => {
     expect(feedback.at(-1)).toMatchObject({ installedVersion: '1.0.0' });
     expect(await new FileBootControl(bootFile()).state()).toMatchObject({ defaultSlot: 'A', tryOnce: null, booted: 'A' });
     expect(rebooter.requests).toEqual([]);
+  });
+
+  it.each([
+    ['GRUB', (dir: string) => {
+      const grub = createFakeGrub(dir);
+      return { fake: grub, control: new GrubEnvBootControl({ envFile: grub.envFile, binDir: grub.binDir, cmdlineFile: grub.cmdlineFile }) };
+    }],
+    ['U-Boot', (dir: string) => {
+      const uboot = createFakeUboot(dir);
+      return { fake: uboot, control: new UbootEnvBootControl({ binDir: uboot.binDir, cmdlineFile: uboot.cmdlineFile }) };
+    }],
+  ])('updates through %s and rolls back through it when the health check fails', async (_name, create) => {
+    const { fake, control } = create(root);
+    const orchestrator = () => {
+      harness = startEngine(publisher, {
+        root,
+        extraHandlers: [new AbImageHandler({ slots: { A: slotFile('A'), B: slotFile('B') }, bootControl: control, stateDir: path.join(root, 'ab-state'), factoryVersion: '1.0.0' })],
+        rebooter,
+      });
+      return harness;
+    };
+    const powerCycle = async () => {
+      const open = harness;
+      harness = undefined;
+      if (open) await rebooter.powerOff(() => open.close());
+      return { booted: fake.boot(), harness: orchestrator() };
+    };
+    fake.boot();
+    const good = deliver();
+    orchestrator().engine.submit(good, 'method');
+    await rebooter.requested(1);
+    const { booted, harness: second } = await powerCycle();
+    expect(booted).toBe('B');
+    await second.engine.idle();
+    expect(second.feedback(good.workflow.id).at(-1)).toMatchObject({ status: 'succeeded', installedVersion: '2.0.0' });
+    expect(fake.boot()).toBe('B');
+
+    // 3.0.0 goes to slot A, boots, fails its health check: back to B (2.0.0), which the next boot starts.
+    server.put('rootfs-3.0.0.img', factoryImage);
+    const bad = publisher.deliver({
+      version: '3.0.0',
+      name: 'GatewayOs',
+      files: { 'rootfs-3.0.0.img': factoryImage },
+      steps: [{ handler: 'edge-ota/ab-image:1', files: ['rootfs-3.0.0.img'], handlerProperties: { healthCheck: { command: ['false'] } } }],
+    }, { baseUrl: server.baseUrl });
+    second.engine.submit(bad, 'method');
+    await rebooter.requested(2);
+    const { booted: tried, harness: third } = await powerCycle();
+    expect(tried).toBe('A');
+    await third.engine.idle();
+    expect(third.feedback(bad.workflow.id).at(-1)).toMatchObject({ status: 'rolledBack', installedVersion: '2.0.0' });
+    expect(await control.activeSlot()).toBe('B');
+    expect(fake.boot()).toBe('B');
+    expect(fake.boot()).toBe('B');
+    expect(rebooter.requests).toHaveLength(2);
   });
 });

@@ -258,12 +258,15 @@ export class UbootEnvBootControl implements BootControl {
   }
 
   async activeSlot(): Promise<Slot> {
-    return this.#slotOf((await this.#printenv())[this.#variable]);
+    const env = await this.#printenv();
+    const named = this.#slotOf(env[this.#variable]);
+    // During a try boot_part already names the new slot; the committed one is the slot altbootcmd goes back to.
+    return env.upgrade_available === '1' ? otherSlot(named) : named;
   }
 
   async bootedSlot(): Promise<Slot> {
     if (this.#cmdline) return slotFromCommandLine(this.#cmdline.file, this.#cmdline.key);
-    return this.activeSlot();
+    return this.#slotOf((await this.#printenv())[this.#variable]);
   }
 
   async setNextBoot(slot: Slot, options: { tryOnce: boolean }): Promise<void> {
