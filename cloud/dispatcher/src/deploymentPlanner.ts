@@ -59,7 +59,9 @@ export class DeploymentPlanner {
       attempts: 0, nextAttemptAt: Date.now(), twinWritten: false, lastError: undefined, createdAt: new Date().toISOString(), deliveredAt: undefined,
     });
     // A delete may have overtaken us while the manifest was being signed.
-    if (this.#store.getDevice(deviceId)?.lifecycle === 'deleted') this.#store.cancelPending(deviceId, 'device deleted');
+    if (this.#store.getDevice(deviceId)?.lifecycle === 'deleted') {
+      for (const job of this.#store.cancelPending(deviceId, 'device deleted')) if (job.twinWritten) await this.#queue.cancelTwin({ ...job, deviceId });
+    }
     else this.#queue.kick();
     return recorded ? { planned: true, jobId, gatewayId, updateId } : { planned: false, reason: 'already-planned', jobId };
   }

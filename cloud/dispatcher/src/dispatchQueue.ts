@@ -1,5 +1,5 @@
 import type { ApplyUpdateReply, UpdateDelivery } from '@edge-ota/common';
-import { APPLY_UPDATE_METHOD, DEVICE_UPDATE_TWIN_PROPERTY } from '@edge-ota/common';
+import { APPLY_UPDATE_METHOD, DEVICE_UPDATE_TWIN_PROPERTY, WORKFLOW_CANCEL } from '@edge-ota/common';
 import type { IdentityHub } from './hubClient.ts';
 import type { DeliveryRecord, DispatcherStore } from './store.ts';
 
@@ -99,6 +99,21 @@ export class DispatchQueue {
     }
   }
 
+  /**
+   * Replaces a cancelled job's twin fallback with ADU's cancel workflow, so a gateway that comes back does not
+   * start it. The twin holds one job at a time; other pending jobs of that gateway still go by direct method.
+   */
+  async cancelTwin(cancelled: { jobId: string; gatewayId: string; deviceId: string }): Promise<void> {
+    const cancel: UpdateDelivery = {
+      workflow: { action: WORKFLOW_CANCEL, id: cancelled.jobId }, updateManifest: '', updateManifestSignature: '', fileUrls: {}, target: { deviceId: cancelled.deviceId },
+    };
+    try {
+      await this.#hub.patchModuleDesired(cancelled.gatewayId, ORCHESTRATOR_MODULE, { [DEVICE_UPDATE_TWIN_PROPERTY]: { service: cancel } });
+    } catch (error) {
+      this.#log(`cancel ${cancelled.jobId} in ${cancelled.gatewayId}'s twin: ${(error as Error).message}`);
+    }
+  }
+
   async #attempt(delivery: DeliveryRecord): Promise<void> {
     const payload = JSON.parse(delivery.payload) as UpdateDelivery;
     let error: string;
@@ -117,7 +132,8 @@ export class DispatchQueue {
     } catch (cause) {
       error = `${(cause as Error).name}: ${(cause as Error).message}`;
     }
-    if (this.#stopped) return;
+    // Cancelled (device deleted) while the call was out: do not put it into the twin again.
+    if (this.#stopped || this.#store.getDelivery(delivery.jobId)?.state !== 'pending') return;
     let twinWritten = delivery.twinWritten;
     if (!twinWritten) {
       try {

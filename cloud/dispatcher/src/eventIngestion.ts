@@ -104,8 +104,9 @@ export class EventIngestion {
         result = { result: 'stale' };
       } else {
         const cancelled = this.#store.cancelPending(event.deviceId, 'device deleted');
+        for (const job of cancelled.filter((j) => j.twinWritten)) await this.#queue.cancelTwin({ ...job, deviceId: event.deviceId });
         this.#history(event.deviceId, 'deleted', event.enqueuedTime);
-        result = { result: 'applied', detail: cancelled.length ? `cancelled ${cancelled.join(', ')}` : undefined };
+        result = { result: 'applied', detail: cancelled.length ? `cancelled ${cancelled.map((j) => j.jobId).join(', ')}` : undefined };
       }
     }
     // Marked after the work: a crash in between replays the event, and the work is idempotent.

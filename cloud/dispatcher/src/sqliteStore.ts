@@ -273,14 +273,16 @@ export class SqliteStore implements DispatcherStore {
     })();
   }
 
-  cancelPending(deviceId: string, reason: string): string[] {
+  cancelPending(deviceId: string, reason: string): Array<{ jobId: string; gatewayId: string; twinWritten: boolean }> {
     return this.#db.transaction(() => {
-      const rows = this.#db.prepare<[string], { job_id: string }>(`SELECT job_id FROM jobs WHERE device_id = ? AND delivery_state = 'pending'`).all(deviceId);
+      const rows = this.#db.prepare<[string], { job_id: string; gateway_id: string; twin_written: number }>(
+        `SELECT job_id, gateway_id, twin_written FROM jobs WHERE device_id = ? AND delivery_state = 'pending'`,
+      ).all(deviceId);
       for (const { job_id } of rows) {
         this.#db.prepare(`UPDATE jobs SET delivery_state = 'cancelled', state = 'cancelled', last_error = ? WHERE job_id = ?`).run(reason, job_id);
         this.addHistory(deviceId, { at: new Date().toISOString(), jobId: job_id, kind: 'delivery', step: undefined, status: 'cancelled', resultCode: undefined, extendedResultCode: undefined, details: reason });
       }
-      return rows.map((r) => r.job_id);
+      return rows.map((r) => ({ jobId: r.job_id, gatewayId: r.gateway_id, twinWritten: r.twin_written === 1 }));
     })();
   }
 

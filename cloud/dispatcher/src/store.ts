@@ -131,7 +131,7 @@ export interface DispatcherStore {
   dueDeliveries(now: number, limit: number): DeliveryRecord[];
   nextDueAt(): number | undefined;
   markAttempt(jobId: string, result: { delivered: boolean; error?: string; nextAttemptAt: number; twinWritten?: boolean }): void;
-  cancelPending(deviceId: string, reason: string): string[];
+  cancelPending(deviceId: string, reason: string): Array<{ jobId: string; gatewayId: string; twinWritten: boolean }>;
   /** Makes every pending delivery to this gateway due now (it showed signs of life). */
   expediteGateway(gatewayId: string, now: number): number;
   // events and feedback

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -125,11 +126,19 @@ export interface Harness {
   stop(): Promise<void>;
 }
 
-export async function startHarness(): Promise<Harness> {
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export async function startHarness(options: { eventGridWebhooks?: string[] } = {}): Promise<Harness> {
   const caDir = process.env.EDGE_OTA_TEST_CA_DIR;
   if (!caDir) throw new Error('EDGE_OTA_TEST_CA_DIR is not set: run the tests through vitest (test/setup/globalSetup.ts)');
   const dir = mkdtempSync(path.join(tmpdir(), 'dispatcher-test-'));
-  const hub = await startHubProcess({ caDir });
+  const hub = await startHubProcess({ caDir, ...(options.eventGridWebhooks ? { eventGridWebhooks: options.eventGridWebhooks } : {}) });
   const registry = Registry.fromConnectionString(hub.info.serviceConnectionString);
   const faults = new HubFaults(hub.info, readFileSync(hub.info.caFile, 'utf8'));
   const keys = makeKeys(dir);
