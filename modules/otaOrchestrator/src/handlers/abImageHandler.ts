@@ -77,7 +77,7 @@ export class AbImageHandler implements UpdateHandler {
       await this.#record(plan.to, undefined);
       const target = this.#options.slots[plan.to];
       context.log(`writing ${image.fileName} (${image.sizeInBytes} bytes) to slot ${plan.to} (${target})`);
-      await writeImage(image.path, target);
+      if (await writeImage(image.path, target)) await dropCachedBlocks(target, context);
       const readBack = await hashPrefix(target, image.sizeInBytes);
       if (readBack !== image.sha256) {
         throw new OtaError('INSTALL_FAILED', `slot ${plan.to} (${target}) does not read back as the signed image: sha256 ${readBack} instead of ${image.sha256}`);
@@ -220,8 +220,11 @@ function healthCommand(context: StepContext): HealthCommand | undefined {
   return { command: command, ...(timeoutSeconds === undefined ? {} : { timeoutSeconds }) };
 }
 
-/** Streams the image into the slot and flushes it, so a power cut after install cannot leave it in the page cache. */
-async function writeImage(source: string, target: string): Promise<void> {
+/**
+ * Streams the image into the slot and flushes it, so a power cut after install cannot leave it in the page cache.
+ * Returns whether the slot is a block device.
+ */
+async function writeImage(source: string, target: string): Promise<boolean> {
   let isDevice = false;
   try {
     isDevice = (await stat(target)).isBlockDevice();
@@ -238,6 +241,22 @@ async function writeImage(source: string, target: string): Promise<void> {
     if ((error as NodeJS.ErrnoException).code !== 'EINVAL') throw error;
   } finally {
     await handle.close();
+  }
+  return isDevice;
+}
+
+/**
+ * Reading a block device straight after writing it is served from the buffer cache, which proves little about
+ * the flash. `blockdev --flushbufs` drops those buffers so the read-back comes from the device. Best effort:
+ * without blockdev the read-back still catches a short or misdirected write.
+ */
+async function dropCachedBlocks(device: string, context: StepContext): Promise<void> {
+  try {
+    const result = await runCommand('blockdev', ['--flushbufs', device], { timeoutMs: 60_000, log: context.log });
+    if (result.exitCode === 0) return;
+    context.log(`blockdev --flushbufs ${device} ended with ${describeExit(result)}; the read-back may come from the cache`);
+  } catch (error) {
+    context.log(`cannot run blockdev (${(error as Error).message}); the read-back may come from the cache`);
   }
 }
 
