@@ -105,6 +105,24 @@ describe('dispatcher on the emulator (Event Hubs ingestion)', () => {
     expect(runs).toHaveLength(1);
   });
 
+  it('a manifest too big for a twin value goes to the twin as a signed detached pointer, and still completes', async () => {
+    const big = makeUpdate('1.3.0', 3);
+    (big.importManifest.instructions as { steps: Array<{ handlerProperties: Record<string, string> }> }).steps[0]!.handlerProperties.arguments = 'x'.repeat(6000);
+    expect((await api(dispatcher.url, 'POST', '/updates', big)).status).toBe(201);
+    await orchestrator.stop();
+    expect((await api(dispatcher.url, 'POST', '/devices', { deviceId: 'mcu-4', parentId: 'gw-1', updateId: 'Contoso/Sensor@1.3.0' })).status).toBe(201);
+    await eventually(async () => ((await device('mcu-4')).currentJob?.delivery?.twinWritten ? true : undefined), 30_000, 'twin fallback for mcu-4');
+    const twin = (await harness.registry.getModuleTwin('gw-1', 'otaOrchestrator')).responseBody as unknown as {
+      properties: { desired: { deviceUpdate: { service: { updateManifest: string; fileUrls: Record<string, string> } } } };
+    };
+    const service = twin.properties.desired.deviceUpdate.service;
+    expect(JSON.parse(service.updateManifest)).toMatchObject({ detachedManifestFileId: 'manifest' });
+    expect(Object.keys(service.fileUrls)).toEqual(expect.arrayContaining(['manifest', 'file0', 'file1', 'file2']));
+    orchestrator = await harness.startOrchestrator('gw-1');
+    await eventually(async () => ((await device('mcu-4')).currentJob?.state === 'succeeded' ? true : undefined), 30_000, 'mcu-4 succeeded');
+    expect((await device('mcu-4')).installedVersion).toBe('1.3.0');
+  });
+
   it('a gateway without a parent gets its own job on its own otaOrchestrator', async () => {
     await harness.createGateway('gw-2');
     const own = await harness.startOrchestrator('gw-2');

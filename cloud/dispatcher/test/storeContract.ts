@@ -1,0 +1,148 @@
+import { describe, expect, it } from 'vitest';
+import type { FeedbackMessage } from '@edge-ota/common';
+import type { DeliveryRecord, DeviceRecord, DispatcherStore } from '../src/store.ts';
+
+// The contract every DispatcherStore implementation must pass (SQLite today, a server database later).
+
+export function device(deviceId: string, extra: Partial<DeviceRecord> = {}): DeviceRecord {
+  return {
+    deviceId, parentId: 'gw', isGateway: false, group: 'g', tags: {}, assignedUpdateId: 'P/N@1.0', lifecycle: 'registered', lifecycleAt: undefined,
+    installedVersion: undefined, createdAt: '2026-11-22T00:00:00.000Z', ...extra,
+  };
+}
+
+export function delivery(jobId: string, deviceId: string, extra: Partial<DeliveryRecord> = {}): DeliveryRecord {
+  return {
+    jobId, deviceId, gatewayId: 'gw', updateId: 'P/N@1.0', state: 'pending', payload: '{}', twinPayload: '{}', attempts: 0, nextAttemptAt: 0,
+    twinWritten: false, lastError: undefined, createdAt: '2026-11-22T00:00:00.000Z', deliveredAt: undefined, ...extra,
+  };
+}
+
+export function feedback(jobId: string, deviceId: string, sequence: number, step: FeedbackMessage['step'], status: FeedbackMessage['status'], extra: Partial<FeedbackMessage> = {}): FeedbackMessage {
+  return {
+    schema: 'edge-ota/feedback/1', messageId: `${jobId}/${sequence}`, jobId, sequence, gatewayId: 'gw', deviceId, updateId: { provider: 'P', name: 'N', version: '1.0' },
+    step, status, resultCode: 700, extendedResultCode: 0, timestamp: `2026-11-22T00:00:0${sequence}.000Z`, ...extra,
+  };
+}
+
+export function storeContract(name: string, open: () => { store: DispatcherStore; reopen?: () => DispatcherStore; cleanup: () => void }): void {
+  describe(`DispatcherStore contract: ${name}`, () => {
+    it('keeps devices, refuses a second insert and lists by group in id order', () => {
+      const { store, cleanup } = open();
+      try {
+        expect(store.insertDevice(device('b'))).toBe(true);
+        expect(store.insertDevice(device('b'))).toBe(false);
+        store.insertDevice(device('a'));
+        store.insertDevice(device('c', { group: 'other' }));
+        expect(store.listDevices({ group: 'g', limit: 10 }).map((d) => d.deviceId)).toEqual(['a', 'b']);
+        expect(store.listDevices({ limit: 1, after: 'a' }).map((d) => d.deviceId)).toEqual(['b']);
+        expect(store.getDevice('a')).toEqual(device('a'));
+      } finally {
+        cleanup();
+      }
+    });
+
+    it('orders lifecycle events by time: a later delete beats an earlier create in either arrival order', () => {
+      const { store, cleanup } = open();
+      try {
+        store.insertDevice(device('d'));
+        expect(store.applyLifecycle('d', 'deleted', '2026-11-22T10:00:02Z')).toBe(true);
+        expect(store.applyLifecycle('d', 'live', '2026-11-22T10:00:01Z')).toBe(false);
+        expect(store.getDevice('d')?.lifecycle).toBe('deleted');
+        expect(store.applyLifecycle('d', 'live', '2026-11-22T10:00:03Z')).toBe(true);
+        expect(store.getDevice('d')?.lifecycle).toBe('live');
+      } finally {
+        cleanup();
+      }
+    });
+
+    it('records a delivery once, hands out due work, backs off, and cancels pending work', () => {
+      const { store, cleanup } = open();
+      try {
+        store.insertDevice(device('d'));
+        expect(store.insertDelivery(delivery('j1', 'd', { nextAttemptAt: 100 }))).toBe(true);
+        expect(store.insertDelivery(delivery('j1', 'd'))).toBe(false);
+        expect(store.dueDeliveries(50, 10)).toEqual([]);
+        expect(store.dueDeliveries(100, 10).map((d) => d.jobId)).toEqual(['j1']);
+        store.markAttempt('j1', { delivered: false, error: 'offline', nextAttemptAt: 5_000, twinWritten: true });
+        expect(store.getDelivery('j1')).toMatchObject({ attempts: 1, twinWritten: true, lastError: 'offline', state: 'pending' });
+        expect(store.nextDueAt()).toBe(5_000);
+        expect(store.expediteGateway('gw', 200)).toBe(1);
+        expect(store.dueDeliveries(200, 10)).toHaveLength(1);
+        expect(store.cancelPending('d', 'deleted')).toEqual([{ jobId: 'j1', gatewayId: 'gw', twinWritten: true }]);
+        expect(store.getDelivery('j1')?.state).toBe('cancelled');
+        expect(store.dueDeliveries(Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
+        store.insertDelivery(delivery('j2', 'd'));
+        store.markAttempt('j2', { delivered: true, nextAttemptAt: 0 });
+        expect(store.getDelivery('j2')?.state).toBe('delivered');
+        expect(store.cancelPending('d', 'deleted')).toEqual([]);
+      } finally {
+        cleanup();
+      }
+    });
+
+    it('applies feedback in job order, drops repeats, keeps every message in the history, and counts states', () => {
+      const { store, cleanup } = open();
+      try {
+        store.insertDevice(device('d'));
+        store.insertDelivery(delivery('j', 'd'));
+        expect(store.applyFeedback(feedback('j', 'd', 0, 'job', 'started'))).toBe('applied');
+        expect(store.applyFeedback(feedback('j', 'd', 2, 'install', 'failed', { resultCode: 0, extendedResultCode: 42, resultDetails: 'disk' }))).toBe('applied');
+        expect(store.applyFeedback(feedback('j', 'd', 1, 'download', 'succeeded'))).toBe('stale');
+        expect(store.applyFeedback(feedback('j', 'd', 1, 'download', 'succeeded'))).toBe('duplicate');
+        expect(store.applyFeedback(feedback('j', 'd', 3, 'job', 'failed', { resultCode: 0, extendedResultCode: 42 }))).toBe('applied');
+        expect(store.applyFeedback(feedback('j', 'other', 4, 'job', 'failed'))).toBe('unknown-job');
+        expect(store.jobStatus('j')).toMatchObject({ step: 'job', status: 'failed', terminal: true, lastSequence: 3 });
+        expect(store.getDelivery('j')?.state).toBe('delivered');
+        expect(store.history('d', 100).filter((h) => h.kind === 'feedback')).toHaveLength(4);
+        expect(store.failedDevices(10)).toEqual([expect.objectContaining({ deviceId: 'd', step: 'install', extendedResultCode: 42, resultDetails: 'disk' })]);
+        expect(store.countsByUpdate()).toEqual([{ updateId: 'P/N@1.0', state: 'failed', count: 1 }]);
+        expect(store.countsByGroup()).toEqual([{ group: 'g', state: 'failed', count: 1 }]);
+        store.insertDelivery(delivery('k', 'd', { updateId: 'P/N@2.0', createdAt: '2026-11-22T01:00:00.000Z' }));
+        expect(store.applyFeedback(feedback('k', 'd', 0, 'job', 'succeeded', { installedVersion: '2.0' }))).toBe('applied');
+        expect(store.getDevice('d')?.installedVersion).toBe('2.0');
+        expect(store.countsByGroup()).toEqual([{ group: 'g', state: 'succeeded', count: 1 }]);
+      } finally {
+        cleanup();
+      }
+    });
+
+    it('keeps checkpoints and grants ownership only against the etag last seen', () => {
+      const { store, cleanup } = open();
+      try {
+        const c = { fullyQualifiedNamespace: 'ns', eventHubName: 'eh', consumerGroup: '$Default', partitionId: '0', offset: '5', sequenceNumber: 5 };
+        store.saveCheckpoint(c);
+        store.saveCheckpoint({ ...c, offset: '9', sequenceNumber: 9 });
+        expect(store.listCheckpoints('ns', 'eh', '$Default')).toEqual([{ ...c, offset: '9', sequenceNumber: 9 }]);
+        const claim = { fullyQualifiedNamespace: 'ns', eventHubName: 'eh', consumerGroup: '$Default', partitionId: '0', ownerId: 'a', etag: 'e1', lastModifiedTimeInMs: 1 };
+        expect(store.claimOwnership(claim, undefined)).toEqual(claim);
+        expect(store.claimOwnership({ ...claim, ownerId: 'b', etag: 'e2' }, 'stale')).toBeUndefined();
+        expect(store.claimOwnership({ ...claim, ownerId: 'b', etag: 'e2' }, 'e1')?.ownerId).toBe('b');
+        expect(store.listOwnership('ns', 'eh', '$Default').map((o) => o.ownerId)).toEqual(['b']);
+      } finally {
+        cleanup();
+      }
+    });
+
+    it('remembers seen events and group rules', () => {
+      const { store, reopen, cleanup } = open();
+      try {
+        expect(store.markEventSeen('e', 't')).toBe(true);
+        expect(store.markEventSeen('e', 't')).toBe(false);
+        expect(store.isEventSeen('e')).toBe(true);
+        store.setGroupRule('g', 'P/N@1.0');
+        expect(store.groupRule('g')).toBe('P/N@1.0');
+        store.insertDevice(device('d'));
+        store.insertDelivery(delivery('j', 'd'));
+        if (reopen) {
+          const again = reopen();
+          expect(again.isEventSeen('e')).toBe(true);
+          expect(again.getDelivery('j')?.state).toBe('pending');
+          expect(again.listGroupRules()).toEqual([{ group: 'g', updateId: 'P/N@1.0' }]);
+        }
+      } finally {
+        cleanup();
+      }
+    });
+  });
+}
