@@ -11,12 +11,12 @@ import type { LocalHubInfo } from './localRunner.ts';
 // `npm run edge -- --hub .state/hub/hub.json --device gw-1 --manifest deployment/config/deployment.amd64.json`
 // Runs one gateway's modules locally against the hub emulator until SIGTERM or Ctrl-C.
 
-const usage = `usage: npm run edge -- --hub <state>/hub.json --device <gatewayId> [--manifest FILE] [--state-dir DIR]
+const usage = `usage: npm run edge -- --device <gatewayId> [--hub .state/hub/hub.json] [--manifest FILE] [--state-dir DIR]
          [--modules a,b] [--parent-host NAME] [--create-device]`;
 
 const { values } = parseArgs({
   options: {
-    hub: { type: 'string' },
+    hub: { type: 'string', default: path.join(repositoryRoot, '.state', 'hub', 'hub.json') },
     device: { type: 'string' },
     manifest: { type: 'string', default: path.join(repositoryRoot, 'deployment', 'deployment.template.json') },
     'state-dir': { type: 'string' },
@@ -27,7 +27,7 @@ const { values } = parseArgs({
   },
 });
 
-if (values.help || !values.hub || !values.device) {
+if (values.help || !values.device) {
   process.stderr.write(`${usage}\n`);
   process.exit(values.help ? 0 : 2);
 }

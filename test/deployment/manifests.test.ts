@@ -178,3 +178,41 @@ describe('variants', () => {
     expect(withCredentials.runtime.settings.registryCredentials).toEqual({ edgeOtaRegistry: { username: 'u', password: 'p', address: 'contoso.azurecr.io' } });
   });
 });
+
+/** `key = "value"` pairs of a config.toml, keyed `table.key` (top-level keys have no table); enough for the checks below. */
+function tomlStrings(file: string): Record<string, string> {
+  const values: Record<string, string> = {};
+  let table = '';
+  for (const line of readFileSync(path.join(deploymentDir, 'nested', file), 'utf8').split('\n')) {
+    const header = /^\[([^\]]+)\]\s*$/.exec(line);
+    if (header) table = header[1]!;
+    const pair = /^([A-Za-z_]+)\s*=\s*"([^"]*)"\s*$/.exec(line);
+    if (pair) values[table ? `${table}.${pair[1]}` : pair[1]!] = pair[2]!;
+  }
+  return values;
+}
+
+describe('nested topology examples', () => {
+  const parent = tomlStrings('parent.config.toml');
+  const child = tomlStrings('child.config.toml');
+
+  it('chain the child to the parent and trust the same root', () => {
+    expect(child.parent_hostname).toBe(parent.hostname);
+    expect(parent.parent_hostname).toBeUndefined();
+    expect(child.trust_bundle_cert).toBe(parent.trust_bundle_cert);
+    expect(child['provisioning.iothub_hostname']).toBe(parent['provisioning.iothub_hostname']);
+  });
+
+  it('pull the child\'s first image through the parent, as its deployment does', () => {
+    expect(parent['agent.config.image']).toBe('mcr.microsoft.com/azureiotedge-agent:1.6');
+    expect(child['agent.config.image']).toBe('$upstream:443/azureiotedge-agent:1.6');
+    const childAgent = agentOf(generateManifest({ ...base, nestedParent: true }, validator).manifest).systemModules.edgeAgent!;
+    expect(childAgent.settings.image).toBe(child['agent.config.image']);
+  });
+
+  it('mount the trust bundle that config.toml names into the child\'s cache', () => {
+    const cache = agentOf(generateManifest({ ...base, nestedParent: true }, validator).manifest).modules.contentCache!;
+    const trustBundle = child.trust_bundle_cert!.replace(/^file:\/\//, '');
+    expect(createOptionsOf(cache.settings).HostConfig?.Binds).toContain(`${trustBundle}:${cache.env!.CACHE_UPSTREAM_CA_FILE!.value}:ro`);
+  });
+});
