@@ -63,7 +63,7 @@ const trust = { manifest: 0x01, signature: 0x02, chain: 0x03, rootKeyPackage: 0x
 const download = { http: 0x01, content: 0x02, storage: 0x03 } as const;
 const install = { install: 0x01, apply: 0x02, health: 0x03, rollback: 0x04 } as const;
 const workflow = { job: 0x01, contract: 0x02 } as const;
-const mcu = { transport: 0x01, smp: 0x02, image: 0x03 } as const;
+const mcu = { transport: 0x01, smp: 0x02, image: 0x03, flash: 0x04 } as const;
 const cache = { cache: 0x01 } as const;
 const bundle = { container: 0x01, content: 0x02 } as const;
 const tooling = { cli: 0x01, keys: 0x02 } as const;
@@ -134,6 +134,31 @@ const failures = [
   ['MCU_IMAGE_INVALID', 'mcu', mcu.image, 0x001, 'The MCUboot image header or TLVs are invalid.'],
   ['MCU_IMAGE_SIGNATURE_INVALID', 'mcu', mcu.image, 0x002, 'MCUboot rejected the image signature.'],
   ['MCU_IMAGE_NOT_CONFIRMED', 'mcu', mcu.image, 0x003, 'The MCU booted the old image: the new one was not confirmed.'],
+  // MCU, finer codes of the serial translator's flash flow (codes from 0x101 up, so they never meet the ones above)
+  ['MCU_IMAGE_TRUNCATED', 'mcu', mcu.image, 0x101, 'The MCUboot image is shorter than its header and TLVs say; refused before upload.'],
+  ['MCU_IMAGE_BAD_MAGIC', 'mcu', mcu.image, 0x102, 'The file does not start with the MCUboot image magic; refused before upload.'],
+  ['MCU_IMAGE_BAD_HEADER', 'mcu', mcu.image, 0x103, 'The MCUboot image header is inconsistent; refused before upload.'],
+  ['MCU_IMAGE_BAD_TLV', 'mcu', mcu.image, 0x104, 'The MCUboot TLV area is malformed; refused before upload.'],
+  ['MCU_IMAGE_NO_HASH', 'mcu', mcu.image, 0x105, 'The MCUboot image carries no SHA-256 TLV; refused before upload.'],
+  ['MCU_IMAGE_HASH_MISMATCH', 'mcu', mcu.image, 0x106, 'The MCUboot image does not match its own SHA-256 TLV (corrupted); refused before upload.'],
+  ['MCU_IMAGE_NO_SIGNATURE', 'mcu', mcu.image, 0x107, 'The MCUboot image carries no signature TLV; refused before upload.'],
+  ['MCU_IMAGE_KEY_MISMATCH', 'mcu', mcu.image, 0x108, 'The image names a signing key other than the one configured for the MCU.'],
+  ['MCU_IMAGE_BAD_SIGNATURE', 'mcu', mcu.image, 0x109, 'The image signature does not verify with the MCU signing key; refused before upload.'],
+  ['MCU_IMAGE_UNSUPPORTED_KEY', 'mcu', mcu.image, 0x10a, 'The configured MCU signing key is of a type the translator cannot verify.'],
+  ['MCU_IMAGE_TOO_LARGE', 'mcu', mcu.image, 0x10b, 'The image does not fit the MCU secondary slot; refused before upload.'],
+  ['MCU_IMAGE_VERSION_MISMATCH', 'mcu', mcu.image, 0x10c, 'The image header version is not the version the update asked for.'],
+  ['MCU_UNREACHABLE', 'mcu', mcu.transport, 0x101, 'The MCU did not answer before the upload; its image is unchanged.'],
+  ['MCU_UPLOAD_FAILED', 'mcu', mcu.smp, 0x102, 'The upload to the secondary slot failed; the MCU still runs its old image.'],
+  ['MCU_TEST_MARK_FAILED', 'mcu', mcu.smp, 0x103, 'The MCU did not mark the uploaded image for test; it still runs its old image.'],
+  ['MCU_UNKNOWN', 'mcu', mcu.flash, 0x001, 'The flash request names an MCU that this gateway has not configured.'],
+  ['MCU_BUSY', 'mcu', mcu.flash, 0x002, 'The MCU is being flashed by another job; the request was not accepted.'],
+  ['MCU_RECONNECT_TIMEOUT', 'mcu', mcu.flash, 0x101, 'The MCU did not answer after the reset; reset again without confirming.'],
+  ['MCU_NEW_IMAGE_NOT_ACTIVE', 'mcu', mcu.flash, 0x102, 'After the reset the MCU does not run the new image; MCUboot kept or reverted to the old one.'],
+  ['MCU_NEW_IMAGE_WRONG_VERSION', 'mcu', mcu.flash, 0x103, 'After the reset the MCU reports another version than the image header; rolled back.'],
+  ['MCU_NEW_IMAGE_ALREADY_CONFIRMED', 'mcu', mcu.flash, 0x104, 'The new image was confirmed without a trial boot; rolled back.'],
+  ['MCU_HEALTH_ECHO_FAILED', 'mcu', mcu.flash, 0x105, 'The new image did not answer the echo health check; rolled back.'],
+  ['MCU_HEALTH_APP_FAILED', 'mcu', mcu.flash, 0x106, 'The new image failed its app-specific health check; rolled back.'],
+  ['MCU_CONFIRM_FAILED', 'mcu', mcu.flash, 0x107, 'The MCU did not confirm the new image; rolled back.'],
   // content cache
   ['CACHE_UPSTREAM_UNREACHABLE', 'contentCache', cache.cache, 0x001, 'Neither the parent cache nor the origin could be reached.'],
   ['CACHE_CONTENT_MISMATCH', 'contentCache', cache.cache, 0x002, 'Cached content does not match its content address.'],

@@ -27,5 +27,5 @@ export type { BuildImageOptions } from './mcubootImageBuilder.ts';
 export { FlashFlow } from './flashFlow.ts';
 export type { FlashFlowOptions, FlashProgress, FlashResult, FlashPhase, FlashFlowEvents } from './flashFlow.ts';
 export { McuLocks } from './mcuLocks.ts';
-export { SERIAL_RESULT_CODES } from './resultCodes.ts';
+export { SERIAL_RESULT_CODES, sharedResultCodeName } from './resultCodes.ts';
 export type { SerialResultCode } from './resultCodes.ts';

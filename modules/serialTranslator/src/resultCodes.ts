@@ -1,39 +1,45 @@
-// Result codes of the serial translator until the shared table in modules/common takes them over. The layout
-// is the shared one (ADU's extendedResultCode): facility (4 bits) | component (8 bits) | code (20 bits), with
-// facility 0x5 (mcu) and its components transport 0x01, smp 0x02, image 0x03; 0x04 (flash: after the reset)
-// is proposed here. Codes start at 0x101 so they cannot collide with the entries common already has.
+import { resultCodes } from '@edge-ota/common';
+import type { ResultCodeName } from '@edge-ota/common';
 
-const MCU = 0x5;
-const component = { transport: 0x01, smp: 0x02, image: 0x03, flash: 0x04 } as const;
-const erc = (c: number, code: number): number => ((MCU << 28) | (c << 20) | code) >>> 0;
+// The flash flow's own names for what went wrong, each mapped onto the shared table in modules/common, so the
+// extendedResultCode a translator puts on the wire is the number the orchestrator and the dispatcher look up.
 
-export const SERIAL_RESULT_CODES = {
+const SHARED_NAMES = {
   // Refused before anything was sent: the MCU was not touched.
-  'image-truncated': erc(component.image, 0x101),
-  'image-bad-magic': erc(component.image, 0x102),
-  'image-bad-header': erc(component.image, 0x103),
-  'image-bad-tlv': erc(component.image, 0x104),
-  'image-no-hash': erc(component.image, 0x105),
-  'image-hash-mismatch': erc(component.image, 0x106),
-  'image-no-signature': erc(component.image, 0x107),
-  'image-key-mismatch': erc(component.image, 0x108),
-  'image-bad-signature': erc(component.image, 0x109),
-  'image-unsupported-key': erc(component.image, 0x10a),
-  'image-too-large': erc(component.image, 0x10b),
-  'image-version-mismatch': erc(component.image, 0x10c),
+  'image-truncated': 'MCU_IMAGE_TRUNCATED',
+  'image-bad-magic': 'MCU_IMAGE_BAD_MAGIC',
+  'image-bad-header': 'MCU_IMAGE_BAD_HEADER',
+  'image-bad-tlv': 'MCU_IMAGE_BAD_TLV',
+  'image-no-hash': 'MCU_IMAGE_NO_HASH',
+  'image-hash-mismatch': 'MCU_IMAGE_HASH_MISMATCH',
+  'image-no-signature': 'MCU_IMAGE_NO_SIGNATURE',
+  'image-key-mismatch': 'MCU_IMAGE_KEY_MISMATCH',
+  'image-bad-signature': 'MCU_IMAGE_BAD_SIGNATURE',
+  'image-unsupported-key': 'MCU_IMAGE_UNSUPPORTED_KEY',
+  'image-too-large': 'MCU_IMAGE_TOO_LARGE',
+  'image-version-mismatch': 'MCU_IMAGE_VERSION_MISMATCH',
   // Failed before the reset: the MCU still runs its old image unchanged.
-  'device-unreachable': erc(component.transport, 0x101),
-  'device-error': erc(component.smp, 0x101),
-  'upload-failed': erc(component.smp, 0x102),
-  'test-mark-failed': erc(component.smp, 0x103),
+  'device-unreachable': 'MCU_UNREACHABLE',
+  'device-error': 'MCU_DEVICE_ERROR',
+  'upload-failed': 'MCU_UPLOAD_FAILED',
+  'test-mark-failed': 'MCU_TEST_MARK_FAILED',
   // After the reset: rolled back (MCUboot reverted to the previous image).
-  'reconnect-timeout': erc(component.flash, 0x101),
-  'new-image-not-active': erc(component.flash, 0x102),
-  'new-image-wrong-version': erc(component.flash, 0x103),
-  'new-image-already-confirmed': erc(component.flash, 0x104),
-  'health-echo-failed': erc(component.flash, 0x105),
-  'health-app-failed': erc(component.flash, 0x106),
-  'confirm-failed': erc(component.flash, 0x107),
-} as const;
+  'reconnect-timeout': 'MCU_RECONNECT_TIMEOUT',
+  'new-image-not-active': 'MCU_NEW_IMAGE_NOT_ACTIVE',
+  'new-image-wrong-version': 'MCU_NEW_IMAGE_WRONG_VERSION',
+  'new-image-already-confirmed': 'MCU_NEW_IMAGE_ALREADY_CONFIRMED',
+  'health-echo-failed': 'MCU_HEALTH_ECHO_FAILED',
+  'health-app-failed': 'MCU_HEALTH_APP_FAILED',
+  'confirm-failed': 'MCU_CONFIRM_FAILED',
+} as const satisfies Record<string, ResultCodeName>;
 
-export type SerialResultCode = keyof typeof SERIAL_RESULT_CODES;
+export type SerialResultCode = keyof typeof SHARED_NAMES;
+
+/** The shared table's name for a flash flow code. */
+export function sharedResultCodeName(code: SerialResultCode): ResultCodeName {
+  return SHARED_NAMES[code];
+}
+
+export const SERIAL_RESULT_CODES = Object.fromEntries(
+  Object.entries(SHARED_NAMES).map(([code, name]) => [code, resultCodes[name].extendedResultCode]),
+) as Record<SerialResultCode, number>;
