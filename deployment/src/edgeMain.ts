@@ -12,7 +12,7 @@ import type { LocalHubInfo } from './localRunner.ts';
 // Runs one gateway's modules locally against the hub emulator until SIGTERM or Ctrl-C.
 
 const usage = `usage: npm run edge -- --device <gatewayId> [--hub .state/hub/hub.json] [--manifest FILE] [--state-dir DIR]
-         [--modules a,b] [--parent-host NAME] [--create-device]`;
+         [--modules a,b] [--env module.NAME=value ...] [--parent-host NAME] [--create-device]`;
 
 const { values } = parseArgs({
   options: {
@@ -21,6 +21,7 @@ const { values } = parseArgs({
     manifest: { type: 'string', default: path.join(repositoryRoot, 'deployment', 'deployment.template.json') },
     'state-dir': { type: 'string' },
     modules: { type: 'string' },
+    env: { type: 'string', multiple: true, default: [] },
     'parent-host': { type: 'string' },
     'create-device': { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
@@ -30,6 +31,17 @@ const { values } = parseArgs({
 if (values.help || !values.device) {
   process.stderr.write(`${usage}\n`);
   process.exit(values.help ? 0 : 2);
+}
+
+/** `--env contentCache.CACHE_PORT=18080`: per-module settings on top of the deployment's, e.g. a free port. */
+function envOverrides(entries: readonly string[]): Record<string, Record<string, string>> {
+  const overrides: Record<string, Record<string, string>> = {};
+  for (const entry of entries) {
+    const match = /^([A-Za-z0-9_-]+)\.([^=]+)=(.*)$/.exec(entry);
+    if (!match) throw new Error(`--env ${entry}: expected module.NAME=value`);
+    (overrides[match[1]!] ??= {})[match[2]!] = match[3]!;
+  }
+  return overrides;
 }
 
 const hubInfo = JSON.parse(readFileSync(values.hub, 'utf8')) as LocalHubInfo;
@@ -50,6 +62,7 @@ if (process.env.NODE_EXTRA_CA_CERTS !== hubInfo.caFile) {
     manifest: JSON.parse(readFileSync(values.manifest, 'utf8')) as JsonObject,
     stateDir: path.resolve(values['state-dir'] ?? path.join(repositoryRoot, '.state', 'edge', values.device)),
     modules: values.modules?.split(',').map((m) => m.trim()).filter(Boolean),
+    envOverrides: envOverrides(values.env),
     parentHostName: values['parent-host'],
     createDevice: values['create-device'],
     log: (line) => void process.stdout.write(`${line}\n`),
