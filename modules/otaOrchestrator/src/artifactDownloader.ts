@@ -1,13 +1,14 @@
 import { OtaError, isOtaError } from '@edge-ota/common';
 import { createHash } from 'node:crypto';
 import type { Hash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat, statfs } from 'node:fs/promises';
-import type { FileHandle } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import path from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 // Downloads one artifact to disk, streaming: bytes are hashed as they are written, a partial file survives a
 // restart and is continued with an HTTP Range request, several sources are tried in order (the gateway's content
@@ -106,7 +107,6 @@ export class ArtifactDownloader {
       return;
     }
     const response = await get(source, have, request, this.#policy.idleTimeoutMs);
-    let file: FileHandle | undefined;
     try {
       if (response.statusCode === 206) {
         const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(response.headers['content-range'] ?? '');
@@ -124,66 +124,53 @@ export class ArtifactDownloader {
         response.resume();
         throw httpError(source.url, response.statusCode ?? 0);
       }
-      file = await open(partial, have === 0 ? 'w' : 'a');
-      await this.#receive(response, file, hash, have, request);
-      await file.sync();
+      await this.#receive(response, partial, hash, have, request);
     } finally {
-      await file?.close();
+      response.destroy();
     }
     await finish(partial, hash, request);
   }
 
   async #restart(request: DownloadRequest, partial: string, response: IncomingMessage): Promise<void> {
     const hash = createHash('sha256');
-    const file = await open(partial, 'w');
-    try {
-      await this.#receive(response, file, hash, 0, request);
-      await file.sync();
-    } finally {
-      await file.close();
-    }
+    await this.#receive(response, partial, hash, 0, request);
     await finish(partial, hash, request);
   }
 
-  async #receive(response: IncomingMessage, file: FileHandle, hash: Hash, startAt: number, request: DownloadRequest): Promise<void> {
+  async #receive(response: IncomingMessage, partial: string, hash: Hash, startAt: number, request: DownloadRequest): Promise<void> {
     let done = startAt;
-    let pending: Buffer[] = [];
-    let pendingBytes = 0;
-    const flush = async (): Promise<void> => {
-      if (pendingBytes === 0) return;
-      const chunk = pending.length === 1 ? (pending[0] as Buffer) : Buffer.concat(pending, pendingBytes);
-      pending = [];
-      pendingBytes = 0;
-      try {
-        await file.write(chunk);
-      } catch (error) {
-        response.destroy();
-        const code = (error as NodeJS.ErrnoException).code;
-        throw code === 'ENOSPC' || code === 'EDQUOT'
-          ? new OtaError('DOWNLOAD_DISK_FULL', `disk full while writing the artifact: ${(error as Error).message}`, { cause: error })
-          : new OtaError('DOWNLOAD_STORAGE_ERROR', `writing the artifact failed: ${(error as Error).message}`, { cause: error });
-      }
-    };
-    try {
-      for await (const chunk of response as AsyncIterable<Buffer>) {
+    let reported = startAt;
+    // Hash in the same pass as the copy; the write stream batches chunks with writev, so nothing is copied twice.
+    const meter = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
         if (done + chunk.length > request.sizeInBytes) {
-          response.destroy();
-          throw new OtaError('DOWNLOAD_TOO_LONG', `the server sent more than the ${request.sizeInBytes} bytes the manifest declares`);
+          callback(new OtaError('DOWNLOAD_TOO_LONG', `the server sent more than the ${request.sizeInBytes} bytes the manifest declares`));
+          return;
         }
         hash.update(chunk);
-        pending.push(chunk);
-        pendingBytes += chunk.length;
         done += chunk.length;
-        // Batch small socket reads into large writes: fewer syscalls, same bytes.
-        if (pendingBytes >= writeChunkBytes) {
-          await flush();
+        if (done - reported >= writeChunkBytes) {
+          reported = done;
           request.onProgress?.(done, request.sizeInBytes);
         }
+        callback(null, chunk);
+      },
+    });
+    const out = createWriteStream(partial, { flags: startAt === 0 ? 'w' : 'a', highWaterMark: writeChunkBytes });
+    try {
+      await pipeline(response, meter, out);
+    } catch (error) {
+      // Whatever reached the disk is kept (the stream is closed by pipeline), so the next attempt continues after it.
+      // pipeline hands every stream the first error, so the failing side is told by the error itself.
+      const { code, syscall } = error as NodeJS.ErrnoException;
+      if (code === 'ENOSPC' || code === 'EDQUOT') throw new OtaError('DOWNLOAD_DISK_FULL', `disk full while writing the artifact: ${(error as Error).message}`, { cause: error });
+      if (isOtaError(error)) throw error;
+      if (syscall && ['open', 'write', 'writev', 'fsync', 'close'].includes(syscall)) {
+        throw new OtaError('DOWNLOAD_STORAGE_ERROR', `writing the artifact failed: ${(error as Error).message}`, { cause: error });
       }
-    } finally {
-      // Whatever arrived is kept, so the next attempt (or the next process) continues after it.
-      await flush();
+      throw new OtaError('DOWNLOAD_CONNECTION_FAILED', `the connection broke after ${done} of ${request.sizeInBytes} bytes: ${(error as Error).message}`, { cause: error });
     }
+    await syncFile(partial);
     request.onProgress?.(done, request.sizeInBytes);
     if (done < request.sizeInBytes) {
       throw new OtaError('DOWNLOAD_TRUNCATED', `the connection ended after ${done} of ${request.sizeInBytes} bytes`);
@@ -196,6 +183,16 @@ export class ArtifactDownloader {
     if (free < needed + this.#policy.reserveBytes) {
       throw new OtaError('DOWNLOAD_DISK_FULL', `${needed} bytes needed in ${path.dirname(partial)} (plus ${this.#policy.reserveBytes} reserve), ${free} free`);
     }
+  }
+}
+
+/** Data written through a stream reaches the disk before the file is verified and renamed. */
+async function syncFile(file: string): Promise<void> {
+  const handle = await open(file, 'r+');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
 

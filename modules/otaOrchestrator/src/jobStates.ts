@@ -42,7 +42,8 @@ export const transitions: Table = {
   validating: { ok: 'installing', fail: 'cleaningUp', cancel: 'cancelling' },
   installing: { ok: 'applying', fail: 'rollingBack', cancel: 'rollingBack' },
   applying: { ok: 'running', reboot: 'awaitingReboot', fail: 'rollingBack' },
-  awaitingReboot: { ok: 'healthChecking', fail: 'rollingBack' },
+  // After the reboot the new software still gets its run phase before the health check.
+  awaitingReboot: { ok: 'running', fail: 'rollingBack' },
   running: { ok: 'healthChecking', fail: 'rollingBack' },
   healthChecking: { ok: 'committing', fail: 'rollingBack' },
   committing: { ok: 'succeeded', fail: 'rollingBack' },

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { startOrchestrator } from './app.ts';
 import { configurationFromEnvironment } from './configuration.ts';
+import { gatewayHandlers } from './handlerWiring.ts';
 import { connectToEdgeHub } from './iotEdgeConnection.ts';
 import type { Rebooter } from './updateEngine.ts';
 
@@ -35,8 +36,10 @@ const rebooter: Rebooter = {
   },
 };
 
+const gateway = gatewayHandlers(configuration, process.env, log);
+await gateway.start();
 const connection = await connectToEdgeHub(log);
-const orchestrator = startOrchestrator({ connection, configuration, configurationProblems: problems, rebooter, log });
+const orchestrator = startOrchestrator({ connection, configuration, configurationProblems: problems, rebooter, handlers: gateway.handlers, log });
 log(`otaOrchestrator ready on ${connection.deviceId} (state ${configuration.stateDir})`);
 
 let stopping = false;
@@ -46,6 +49,7 @@ const stop = (signal: string): void => {
   log(`${signal}: stopping`);
   orchestrator
     .stop()
+    .then(() => gateway.stop())
     .then(() => connection.close())
     .then(
       () => process.exit(0),

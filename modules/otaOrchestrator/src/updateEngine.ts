@@ -82,6 +82,9 @@ export class UpdateEngine {
   readonly #loaded = new Map<string, LoadedJob>();
   /** Jobs whose current state was entered by this process (not resumed after a restart). */
   readonly #enteredHere = new Set<string>();
+  /** Jobs this process asked to reboot for: they wait for the next start, never run again here. */
+  readonly #awaitingReboot = new Set<string>();
+  readonly #rebootAfterRollback = new Set<string>();
   #stopped = false;
 
   constructor(options: UpdateEngineOptions) {
@@ -167,7 +170,7 @@ export class UpdateEngine {
   #schedule(): void {
     if (this.#stopped) return;
     for (const job of this.#options.store.activeJobs()) {
-      if (this.#running.has(job.targetId)) continue;
+      if (this.#running.has(job.targetId) || this.#awaitingReboot.has(job.jobId)) continue;
       const controller = new AbortController();
       const done = this.#run(job.jobId, controller.signal)
         .catch((error: unknown) => this.#log(`job ${job.jobId} stopped: ${(error as Error).message}`))
@@ -193,7 +196,9 @@ export class UpdateEngine {
       const resumed = !this.#enteredHere.has(jobId);
       faults.checkpoint(`enter:${state}`);
       if (state === 'awaitingReboot' && !resumed) {
-        // The job waits here, persisted; the next start of the process confirms the boot.
+        // The job waits here, persisted; the next start of the process confirms the boot. A rebooter that returns
+        // (a test, or a reboot that is slow to happen) must not make this process run the job again.
+        this.#awaitingReboot.add(jobId);
         await this.#options.rebooter.reboot(`job ${jobId} applied an update that needs a reboot`);
         return;
       }
@@ -226,6 +231,11 @@ export class UpdateEngine {
       this.#loaded.delete(jobId);
       this.#enteredHere.delete(jobId);
       await rm(this.#jobDir(jobId), { recursive: true, force: true });
+      if (this.#rebootAfterRollback.delete(jobId)) {
+        // The rollback is recorded (and its feedback queued) before the target restarts into the old software.
+        this.#awaitingReboot.add(jobId);
+        await this.#options.rebooter.reboot(`job ${jobId} rolled back to software that needs a reboot to run`);
+      }
     }
   }
 
@@ -240,8 +250,9 @@ export class UpdateEngine {
   #feedbackFor(job: UpdateJob, left: JobState, entered: JobState, result: ActionResult): FeedbackDraft[] {
     const drafts: FeedbackDraft[] = [];
     const leftStep = feedbackStepOf[left];
-    // `accepted` and the cleanup states are bookkeeping, not steps a user follows.
-    if (leftStep !== 'job') {
+    // `accepted` and the cleanup states are bookkeeping, not steps a user follows; an apply that needs a reboot
+    // is reported once, when the boot is confirmed (awaitingReboot reports as the apply step).
+    if (leftStep !== 'job' && result.event !== 'reboot') {
       const success = result.successCode ? resultCodes[result.successCode] : resultCodes.SUCCESS;
       drafts.push(
         result.error
@@ -567,6 +578,7 @@ export class UpdateEngine {
       store.markStepPhase(job.jobId, index, 'rollback', 'started');
       const outcome = await handler.rollback(await this.#context(job, loaded, index, step, signal, resumedState && status === 'started'));
       if (outcome.kind === 'failed') return { event: 'fail', error: outcome.error };
+      if (outcome.kind === 'reboot') this.#rebootAfterRollback.add(job.jobId);
       store.markStepPhase(job.jobId, index, 'rollback', 'done');
       if (outcome.kind === 'done' && outcome.installedVersion) runningVersion = outcome.installedVersion;
     }

@@ -97,7 +97,8 @@ describe('A/B image handler', () => {
     await second.engine.idle();
     const feedback = second.feedback(delivery.workflow.id);
     // The engine reports apply as succeeded twice: once for the reboot request, once for the confirmed boot.
-    expect(steps(feedback).slice(-8)).toEqual(['apply:started', 'apply:succeeded', 'apply:succeeded', 'healthCheck:started', 'healthCheck:succeeded', 'commit:started', 'commit:succeeded', 'job:succeeded']);
+    // The apply is reported once, when the boot into the new slot is confirmed; then the run phase, health, commit.
+    expect(steps(feedback).slice(-9)).toEqual(['apply:started', 'apply:succeeded', 'run:started', 'run:succeeded', 'healthCheck:started', 'healthCheck:succeeded', 'commit:started', 'commit:succeeded', 'job:succeeded']);
     expect(feedback.at(-1)).toMatchObject({ status: 'succeeded', installedVersion: '2.0.0' });
     expect(await new FileBootControl(bootFile()).state()).toMatchObject({ defaultSlot: 'B', tryOnce: null, booted: 'B', good: ['A', 'B'] });
     expect(rebooter.requests).toHaveLength(1);

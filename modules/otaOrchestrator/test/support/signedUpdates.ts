@@ -12,6 +12,8 @@ export interface Publisher {
   /** The root as an orchestrator's OTA_TRUST_ROOTS_FILE lists it. */
   rootDescription: { kid: string; jwk: JsonWebKey };
   deliver(update: UpdateSpec, options?: DeliveryOptions): UpdateDelivery;
+  /** A one-file, one-step update for a file known only by hash and size (large benchmark files). */
+  deliverDeclared(file: { version: string; fileName: string; sha256: string; sizeInBytes: number; handler: string }, url: string): UpdateDelivery;
 }
 
 export interface StepSpec {
@@ -47,7 +49,27 @@ export function createPublisher(): Publisher {
   const root = generateKeyPair('ES256');
   const rootKid = `test-root-${randomUUID().slice(0, 8)}`;
   const signingKey: SigningKey = createSigningKey({ kid: 'test-signer', alg: 'EdDSA', rootKid, rootPrivateKey: root.privateKey });
+  const sign = (importManifest: ReturnType<typeof parseImportManifest>, options?: DeliveryOptions & { rollback?: boolean }) => {
+    const { manifest, bytes } = updateManifestFromImport(importManifest, {
+      expiresDateTime: options?.expires ?? new Date(Date.now() + 3600_000),
+      ...(options?.rollback ? { rollback: true } : {}),
+      ...(options?.manifestId ? { manifestId: options.manifestId } : {}),
+    });
+    return { manifest, bytes, signature: signUpdateManifest(bytes, signingKey) };
+  };
   return {
+    deliverDeclared(file, url) {
+      const { manifest, bytes, signature } = sign(parseImportManifest({
+        updateId: { provider: 'Contoso', name: 'Bench', version: file.version },
+        compatibility: [compatibleProperties],
+        instructions: { steps: [{ handler: file.handler, files: [file.fileName] }] },
+        files: [{ filename: file.fileName, sizeInBytes: file.sizeInBytes, hashes: { sha256: file.sha256 } }],
+        manifestVersion: '5.0',
+        createdDateTime: new Date(Date.now() - 60_000).toISOString(),
+      }));
+      const fileId = Object.keys(manifest.files)[0] ?? '';
+      return { workflow: { action: 3, id: `bench-${randomUUID().slice(0, 8)}` }, updateManifest: bytes.toString('utf8'), updateManifestSignature: signature, fileUrls: { [fileId]: url } };
+    },
     rootKid,
     rootDescription: { kid: rootKid, jwk: publicJwk(root.publicKey) },
     trustStore: () => new TrustStore({ rootKeys: [{ kid: rootKid, jwk: publicJwk(root.publicKey) }], aduServiceRoots: false }),
@@ -60,17 +82,13 @@ export function createPublisher(): Publisher {
         manifestVersion: '5.0',
         createdDateTime: new Date(Date.now() - 60_000).toISOString(),
       });
-      const { manifest, bytes } = updateManifestFromImport(importManifest, {
-        expiresDateTime: options?.expires ?? new Date(Date.now() + 3600_000),
-        ...(update.rollback ? { rollback: true } : {}),
-        ...(options?.manifestId ? { manifestId: options.manifestId } : {}),
-      });
+      const { manifest, bytes, signature } = sign(importManifest, { ...options, baseUrl: options?.baseUrl ?? '', ...(update.rollback ? { rollback: true } : {}) });
       const fileUrls: Record<string, string> = {};
       for (const [fileId, entry] of Object.entries(manifest.files)) fileUrls[fileId] = `${options?.baseUrl ?? 'http://127.0.0.1:9'}/files/${entry.filename}`;
       return {
         workflow: { action: 3, id: options?.jobId ?? `job-${randomUUID().slice(0, 8)}` },
         updateManifest: bytes.toString('utf8'),
-        updateManifestSignature: signUpdateManifest(bytes, signingKey),
+        updateManifestSignature: signature,
         fileUrls,
         ...(options?.targetId ? { target: { deviceId: options.targetId } } : {}),
       };
