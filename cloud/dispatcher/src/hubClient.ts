@@ -1,3 +1,4 @@
+import https from 'node:https';
 import iothub from 'azure-iothub';
 import { DispatcherError } from './errors.ts';
 
@@ -38,31 +39,48 @@ export class ServiceHub implements IdentityHub {
   readonly #registry: InstanceType<typeof Registry>;
   readonly #client: InstanceType<typeof Client>;
 
+  /** Gateway scopes by gateway id: a scope is fixed for an identity's life, and creating children is the hot path. */
+  readonly #scopes = new Map<string, { scope: string; at: number }>();
+
   constructor(connectionString: string) {
     this.#registry = Registry.fromConnectionString(connectionString);
     this.#client = Client.fromConnectionString(connectionString);
+    // The service Client keeps its HTTPS connections alive but the Registry does not: a TLS handshake per
+    // registry call halves what the hub (and the emulator) can take. Its REST client has the same setOptions.
+    const rest = (this.#registry as unknown as { _restApiClient?: { setOptions?: (o: unknown) => void } })._restApiClient;
+    rest?.setOptions?.({ http: { agent: new https.Agent({ keepAlive: true, maxSockets: 64 }) } });
+  }
+
+  async #parentScope(parentId: string): Promise<string> {
+    const cached = this.#scopes.get(parentId);
+    if (cached && Date.now() - cached.at < 60_000) return cached.scope;
+    let parent: ScopedDevice;
+    try {
+      parent = (await this.#registry.get(parentId)).responseBody;
+    } catch (error) {
+      if ((error as Error).name === 'DeviceNotFoundError') throw new DispatcherError('PARENT_NOT_FOUND', `parent ${parentId} is not registered in IoT Hub`);
+      throw hubUnavailable(error);
+    }
+    if (!parent.capabilities?.iotEdge || !parent.deviceScope) throw new DispatcherError('PARENT_NOT_GATEWAY', `${parentId} is not an IoT Edge device`);
+    this.#scopes.set(parentId, { scope: parent.deviceScope, at: Date.now() });
+    return parent.deviceScope;
   }
 
   async createDevice(request: { deviceId: string; isGateway: boolean; parentId?: string }): Promise<{ generationId: string }> {
     const body: Record<string, unknown> = { deviceId: request.deviceId, capabilities: { iotEdge: request.isGateway }, status: 'enabled' };
     if (request.parentId) {
-      let parent: ScopedDevice;
-      try {
-        parent = (await this.#registry.get(request.parentId)).responseBody;
-      } catch (error) {
-        if ((error as Error).name === 'DeviceNotFoundError') throw new DispatcherError('PARENT_NOT_FOUND', `parent ${request.parentId} is not registered in IoT Hub`);
-        throw hubUnavailable(error);
-      }
-      if (!parent.capabilities?.iotEdge || !parent.deviceScope) throw new DispatcherError('PARENT_NOT_GATEWAY', `${request.parentId} is not an IoT Edge device`);
+      const scope = await this.#parentScope(request.parentId);
       // A leaf device takes its gateway's scope; a nested gateway lists it among its parent scopes.
-      if (request.isGateway) body.parentScopes = [parent.deviceScope];
-      else body.deviceScope = parent.deviceScope;
+      if (request.isGateway) body.parentScopes = [scope];
+      else body.deviceScope = scope;
     }
     try {
       const created = (await this.#registry.create(body as never)).responseBody as unknown as ScopedDevice;
       return { generationId: created.generationId ?? '' };
     } catch (error) {
       if ((error as Error).name === 'DeviceAlreadyExistsError') throw new DispatcherError('DEVICE_EXISTS', `${request.deviceId} exists in IoT Hub already`);
+      // A gateway deleted and created again has a new scope: forget the cached one.
+      if (request.parentId) this.#scopes.delete(request.parentId);
       throw hubUnavailable(error);
     }
   }
