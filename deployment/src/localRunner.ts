@@ -7,6 +7,7 @@ import iothub from 'azure-iothub';
 import { expandTemplate, finaliseManifest, modulesDir, repositoryRoot } from './manifest.ts';
 import type { JsonObject } from './manifest.ts';
 import { localiseValue, mountsOf, readCreateOptions } from './localVolumes.ts';
+import { createDeploymentValidator, formatProblems } from './schemas.ts';
 
 const { Registry } = iothub;
 
@@ -52,6 +53,8 @@ export interface LocalEdgeOptions {
   backoff?: { initialMs?: number; maxMs?: number; resetAfterMs?: number };
   /** Between SIGTERM and SIGKILL when stopping. */
   stopGraceMs?: number;
+  /** Check the manifest against the IoT Edge deployment schema first (default true; needs ../shared/schemas). */
+  validate?: boolean;
   /** Where module output lines (prefixed with the module id) and runner messages go; default stderr. */
   log?: (line: string) => void;
 }
@@ -226,6 +229,11 @@ function explainTlsFailure(error: unknown, hubInfo: LocalHubInfo): Error {
 export async function startLocalEdge(options: LocalEdgeOptions): Promise<LocalEdge> {
   const log = options.log ?? ((line: string) => void process.stderr.write(`${line}\n`));
   const manifest = concreteManifest(options.manifest);
+  // The runner refuses what IoT Hub's tooling would refuse, so that a manifest that works locally also deploys.
+  if (options.validate !== false) {
+    const problems = createDeploymentValidator().check('deployment', manifest);
+    if (problems.length > 0) throw new Error(`the deployment manifest is not valid:\n${formatProblems(problems)}`);
+  }
   const content = manifest.modulesContent as JsonObject;
   const agent = (content.$edgeAgent as JsonObject)['properties.desired'] as { modules?: Record<string, AgentModule> };
   const deployed = agent.modules ?? {};
@@ -254,28 +262,35 @@ export async function startLocalEdge(options: LocalEdgeOptions): Promise<LocalEd
     .sort(([, a], [, b]) => (a.startupOrder ?? 4294967295) - (b.startupOrder ?? 4294967295));
   const backoff = { initialMs: 1_000, maxMs: 30_000, resetAfterMs: 60_000, ...options.backoff };
   const modules = new Map<string, ModuleProcess>();
-  for (const [moduleId, module] of selected) {
-    const command = (options.moduleCommand ?? defaultCommand)(moduleId) ?? defaultCommand(moduleId);
-    if (!command) {
-      skipped.set(moduleId, `no modules/${moduleId}/src/main.ts to run locally`);
-      log(`[runner] ${moduleId}: ${skipped.get(moduleId)}`);
-      continue;
+  const graceMs = options.stopGraceMs ?? 10_000;
+  try {
+    for (const [moduleId, module] of selected) {
+      const command = (options.moduleCommand ?? defaultCommand)(moduleId) ?? defaultCommand(moduleId);
+      if (!command) {
+        skipped.set(moduleId, `no modules/${moduleId}/src/main.ts to run locally`);
+        log(`[runner] ${moduleId}: ${skipped.get(moduleId)}`);
+        continue;
+      }
+      const mounts = mountsOf(readCreateOptions(module.settings), options.stateDir);
+      for (const mount of mounts) mkdirSync(mount.file ? path.dirname(mount.local) : mount.local, { recursive: true });
+      const deploymentEnv = Object.fromEntries(
+        Object.entries(module.env ?? {}).map(([name, { value }]) => [name, localiseValue(String(value), mounts, moduleIds, '127.0.0.1')]),
+      );
+      const generationId = (await registry.getModule(options.deviceId, moduleId)).responseBody.generationId ?? '';
+      const environment = {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        ...deploymentEnv,
+        ...edgeEnvironment(options.hubInfo, options.deviceId, moduleId, generationId, options.parentHostName),
+        ...options.envOverrides?.[moduleId],
+      };
+      const process_ = new ModuleProcess({ moduleId, restartPolicy: module.restartPolicy ?? 'always', environment, command, backoff, log });
+      modules.set(moduleId, process_);
+      process_.start();
     }
-    const mounts = mountsOf(readCreateOptions(module.settings), options.stateDir);
-    for (const mount of mounts) mkdirSync(mount.file ? path.dirname(mount.local) : mount.local, { recursive: true });
-    const deploymentEnv = Object.fromEntries(
-      Object.entries(module.env ?? {}).map(([name, { value }]) => [name, localiseValue(String(value), mounts, moduleIds, '127.0.0.1')]),
-    );
-    const generationId = (await registry.getModule(options.deviceId, moduleId)).responseBody.generationId ?? '';
-    const environment = {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      ...deploymentEnv,
-      ...edgeEnvironment(options.hubInfo, options.deviceId, moduleId, generationId, options.parentHostName),
-      ...options.envOverrides?.[moduleId],
-    };
-    const process_ = new ModuleProcess({ moduleId, restartPolicy: module.restartPolicy ?? 'always', environment, command, backoff, log });
-    modules.set(moduleId, process_);
-    process_.start();
+  } catch (error) {
+    // A half-started gateway is worse than none: whatever already runs is stopped before the error surfaces.
+    await Promise.all([...modules.values()].map((module) => module.stop(graceMs)));
+    throw error;
   }
   for (const id of moduleIds) if (!modules.has(id) && !skipped.has(id)) skipped.set(id, 'not selected');
 
@@ -286,7 +301,7 @@ export async function startLocalEdge(options: LocalEdgeOptions): Promise<LocalEd
     skipped,
     stop() {
       // All at once, so stopping takes at most one grace period however many modules hang.
-      stopped ??= Promise.all([...modules.values()].map((module) => module.stop(options.stopGraceMs ?? 10_000))).then(() => undefined);
+      stopped ??= Promise.all([...modules.values()].map((module) => module.stop(graceMs))).then(() => undefined);
       return stopped;
     },
   };

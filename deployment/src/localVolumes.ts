@@ -3,7 +3,7 @@ import path from 'node:path';
 // What a module's docker createOptions mean for a module that runs as a local process: every bind and mount
 // becomes a directory under the runner's state dir, and environment values that name a container path or a
 // module's host name are rewritten to the local equivalent. Ports, devices and cgroup rules have no local
-// meaning (a process binds its own ports and opens host devices directly) and are ignored.
+// meaning (a process binds its own ports and opens host devices directly) and are ignored, as are binds of /dev.
 //
 //   named volume  `edgeOtaOrchestrator:/var/lib/edge-ota/orchestrator` -> <stateDir>/volumes/edgeOtaOrchestrator
 //   host path     `/media/edge-ota-usb` (Binds or Mounts)              -> <stateDir>/host/media/edge-ota-usb
@@ -43,6 +43,8 @@ export function mountsOf(createOptions: CreateOptions, stateDir: string): Contai
   const mounts: ContainerMount[] = [];
   const add = (source: string | undefined, target: string | undefined): void => {
     if (!source || !target) return;
+    // Host devices (the translator's /dev) are opened directly by a local process: nothing to stand in for.
+    if (source === '/dev' || source.startsWith('/dev/')) return;
     mounts.push({ target: path.posix.normalize(target), local: localPathFor(source, stateDir), file: /\.[A-Za-z0-9]+$/.test(path.basename(target)) });
   };
   for (const bind of createOptions.HostConfig?.Binds ?? []) {

@@ -80,7 +80,7 @@ function runs(stateDir: string, volume: string): number {
 describe('createOptions mapped to local paths', () => {
   it('maps named volumes, host paths and module URLs', () => {
     const mounts = mountsOf(
-      { HostConfig: { Binds: ['cacheState:/var/lib/cache', '/etc/ca.pem:/etc/edge-ota/ca.pem:ro'], Mounts: [{ Type: 'bind', Source: '/media/usb', Target: '/mnt/usb' }] } },
+      { HostConfig: { Binds: ['cacheState:/var/lib/cache', '/etc/ca.pem:/etc/edge-ota/ca.pem:ro'], Mounts: [{ Type: 'bind', Source: '/media/usb', Target: '/mnt/usb' }, { Type: 'bind', Source: '/dev', Target: '/dev' }] } },
       '/s',
     );
     expect(mounts).toEqual([
@@ -91,8 +91,19 @@ describe('createOptions mapped to local paths', () => {
     expect(localiseValue('/var/lib/cache', mounts, [], '127.0.0.1')).toBe('/s/volumes/cacheState');
     expect(localiseValue('/var/lib/cache/files:/mnt/usb', mounts, [], '127.0.0.1')).toBe('/s/volumes/cacheState/files:/s/host/media/usb');
     expect(localiseValue('/var/lib/cachex', mounts, [], '127.0.0.1')).toBe('/var/lib/cachex');
+    expect(localiseValue('/dev/serial/by-id/usb-mcu-if00', mounts, [], '127.0.0.1')).toBe('/dev/serial/by-id/usb-mcu-if00');
     expect(localiseValue('http://contentCache:8080', mounts, ['contentCache'], '127.0.0.1')).toBe('http://127.0.0.1:8080');
     expect(localiseValue('http://contentCacheTwo:8080', mounts, ['contentCache'], '127.0.0.1')).toBe('http://contentCacheTwo:8080');
+  });
+});
+
+describe('local runner input', () => {
+  it('refuses a manifest that IoT Hub\'s tooling would refuse, before it touches the hub', async () => {
+    const { manifest } = generateManifest({ platform: 'amd64', registry: 'localhost:5000' });
+    const agent = ((manifest.modulesContent as JsonObject).$edgeAgent as JsonObject)['properties.desired'] as { modules: Record<string, JsonObject> };
+    agent.modules.contentCache!.restartPolicy = 'sometimes';
+    const unreachable = { hostName: '127.0.0.1', serviceConnectionString: 'HostName=127.0.0.1;SharedAccessKeyName=x;SharedAccessKey=eA==', caFile: '/nonexistent', workloadUri: 'unix:///nonexistent/{deviceId}.sock' };
+    await expect(startLocalEdge({ hubInfo: unreachable, deviceId: 'gw', manifest, stateDir: mkdtempSync(path.join(tmpdir(), 'edge-')), log: () => {} })).rejects.toThrow(/not valid[\s\S]*restartPolicy/);
   });
 });
 
@@ -119,13 +130,14 @@ describe('local runner against the hub emulator', () => {
       manifest,
       stateDir,
       createDevice: true,
+      modules: ['contentCache', 'otaOrchestrator'],
       envOverrides: { contentCache: { CACHE_PORT: String(port), CACHE_BIND_ADDRESS: '127.0.0.1' }, otaOrchestrator: { OTA_CONTENT_CACHE_URL: `http://127.0.0.1:${port}` } },
       stopGraceMs: 10_000,
       log: () => {},
     });
     edges.push(edge);
     expect([...edge.modules.keys()].sort()).toEqual(['contentCache', 'otaOrchestrator']);
-    expect(edge.skipped.get('serialTranslator')).toMatch(/no modules\/serialTranslator\/src\/main.ts/);
+    expect(edge.skipped.get('serialTranslator')).toBe('not selected');
 
     const cache = edge.modules.get('contentCache')!;
     const health = await eventually(async () => {
