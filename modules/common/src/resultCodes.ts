@@ -124,6 +124,7 @@ const failures = [
   ['CANCELLED', 'workflow', workflow.job, 0x001, 'The job was cancelled before it finished.'],
   ['JOB_TIMEOUT', 'workflow', workflow.job, 0x002, 'The job did not finish within its deadline.'],
   ['JOB_SUPERSEDED', 'workflow', workflow.job, 0x003, 'A newer deployment replaced this job.'],
+  ['JOB_STATE_LOOP', 'workflow', workflow.job, 0x004, 'The job entered the same state too often (a crash or reboot loop) and was stopped.'],
   ['UPDATE_DELIVERY_INVALID', 'workflow', workflow.contract, 0x001, 'An applyUpdate payload or deviceUpdate twin value breaks the update-delivery contract.'],
   ['FEEDBACK_INVALID', 'workflow', workflow.contract, 0x002, 'A feedback message breaks the feedback contract (schema, size, id).'],
   ['MCU_FLASH_REQUEST_INVALID', 'workflow', workflow.contract, 0x003, 'A flashFirmware request or mcuProgress message breaks the MCU flash contract.'],

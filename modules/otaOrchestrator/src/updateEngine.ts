@@ -204,7 +204,7 @@ export class UpdateEngine {
       }
       let result: ActionResult;
       if ((job.stateEntries[state] ?? 0) > maxStateEntries) {
-        result = { event: 'fail', error: new OtaError('JOB_TIMEOUT', `state ${state} was entered ${job.stateEntries[state]} times; giving up to avoid a loop`) };
+        result = { event: 'fail', error: new OtaError('JOB_STATE_LOOP', `state ${state} was entered ${job.stateEntries[state]} times; giving up to avoid a loop`) };
       } else if (job.cancelRequested && cancellableStates.has(state)) {
         result = { event: 'cancel', error: new OtaError('CANCELLED', `job ${jobId} cancelled`) };
       } else {
