@@ -217,7 +217,13 @@ export function toLayered(manifest: JsonObject): JsonObject {
   const hub = desiredOf(manifest, '$edgeHub');
   const content: JsonObject = {
     $edgeAgent: Object.fromEntries(Object.entries(agent.modules as JsonObject).map(([id, module]) => [`properties.desired.modules.${id}`, module])),
-    $edgeHub: Object.fromEntries(Object.entries(hub.routes as JsonObject).map(([name, route]) => [`properties.desired.routes.${name}`, route])),
+    // Only routes from our own modules: how the gateway's other traffic (leaf telemetry included) flows is the
+    // base deployment's decision, and a layer must not change it.
+    $edgeHub: Object.fromEntries(
+      Object.entries(hub.routes as JsonObject)
+        .filter(([, route]) => Object.keys(agent.modules as JsonObject).some((id) => JSON.stringify(route).includes(`/messages/modules/${id}/`)))
+        .map(([name, route]) => [`properties.desired.routes.${name}`, route]),
+    ),
   };
   for (const [id, twin] of Object.entries(manifest.modulesContent as JsonObject)) {
     if (!id.startsWith('$')) content[id] = twin;
