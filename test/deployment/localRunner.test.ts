@@ -58,6 +58,7 @@ fs.writeFileSync(p.join(dir, 'env.json'), JSON.stringify(process.env));
 if (run <= Number(process.env.PROBE_EXITS ?? 0)) process.exit(Number(process.env.PROBE_EXIT_CODE ?? 0));
 if (process.env.PROBE_IGNORE_SIGTERM !== '1') process.on('SIGTERM', () => process.exit(0));
 else process.on('SIGTERM', () => {});
+fs.writeFileSync(p.join(dir, 'ready'), String(run));
 setInterval(() => {}, 1000);
 `;
 
@@ -223,6 +224,9 @@ describe('local runner against the hub emulator', () => {
     const env = JSON.parse(readFileSync(path.join(stateDir, 'volumes', 'failing', 'env.json'), 'utf8')) as Record<string, string>;
     expect(env).toMatchObject({ IOTEDGE_MODULEID: 'failing', IOTEDGE_DEVICEID: 'gw-restarts', PROBE_STATE_DIR: path.join(stateDir, 'volumes', 'failing') });
 
+    // The probes that stay up must have installed their SIGTERM handlers before they are stopped.
+    const ready = (volume: string): number => Number(existsSync(path.join(stateDir, 'volumes', volume, 'ready')) ? readFileSync(path.join(stateDir, 'volumes', volume, 'ready'), 'utf8') : 0);
+    await eventually(() => (ready('stubborn') === 1 && ready('always') === 2 && ready('failing') === 3 && ready('unhealthy') === 2 ? true : undefined), 'the probes that stay up ready');
     const pids = [...edge.modules.values()].map((m) => m.pid).filter((pid): pid is number => pid !== undefined);
     expect(pids.length).toBe(4);
     const stopStarted = Date.now();
