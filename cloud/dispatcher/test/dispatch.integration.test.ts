@@ -1,9 +1,15 @@
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import iotDevice from 'azure-iot-device';
+import iotDeviceMqtt from 'azure-iot-device-mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDispatcher } from '../src/app.ts';
 import type { Dispatcher } from '../src/app.ts';
 import type { Harness, JsonLineProcess } from './support/harness.ts';
 import { api, eventually, makeUpdate, startHarness } from './support/harness.ts';
+
+const { Client: DeviceClient, Message } = iotDevice;
+const { Mqtt } = iotDeviceMqtt;
 
 // The flow users asked for, end to end on the emulator with the real SDKs: a device created through the API is
 // registered under its gateway, the lifecycle event reaches the dispatcher over the Event Hubs-compatible
@@ -121,6 +127,27 @@ describe('dispatcher on the emulator (Event Hubs ingestion)', () => {
     orchestrator = await harness.startOrchestrator('gw-1');
     await eventually(async () => ((await device('mcu-4')).currentJob?.state === 'succeeded' ? true : undefined), 30_000, 'mcu-4 succeeded');
     expect((await device('mcu-4')).installedVersion).toBe('1.3.0');
+  });
+
+  it('survives malformed and oversized feedback arriving over Event Hubs, counting each refusal by code', async () => {
+    const created = (await harness.registry.create({ deviceId: 'noisy' })).responseBody as unknown as { authentication: { symmetricKey: { primaryKey: string } } };
+    const client = DeviceClient.fromConnectionString(`HostName=${harness.info.hostName};DeviceId=noisy;SharedAccessKey=${created.authentication.symmetricKey.primaryKey}`, Mqtt);
+    await client.setOptions({ ca: readFileSync(harness.info.caFile, 'utf8') });
+    await client.open();
+    try {
+      const before = { ...dispatcher.ingestion.counters.rejected };
+      for (const body of ['{not json', JSON.stringify({ schema: 'edge-ota/feedback/1', jobId: 'x' }), 'x'.repeat(20_000)]) {
+        const message = new Message(body);
+        message.properties.add('edge-ota-message', 'feedback');
+        await client.sendEvent(message);
+      }
+      await eventually(() => ((dispatcher.ingestion.counters.rejected.FEEDBACK_INVALID ?? 0) - (before.FEEDBACK_INVALID ?? 0) >= 3 ? true : undefined), 30_000, 'three refusals');
+    } finally {
+      await client.close();
+    }
+    const counters = (await api(dispatcher.url, 'GET', '/status/ingestion')).body as { rejected: Record<string, number> };
+    expect(counters.rejected.FEEDBACK_INVALID).toBeGreaterThanOrEqual(3);
+    expect((await api(dispatcher.url, 'GET', '/health')).status).toBe(200);
   });
 
   it('a gateway without a parent gets its own job on its own otaOrchestrator', async () => {

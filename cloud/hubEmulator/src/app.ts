@@ -66,6 +66,14 @@ function loadOrCreatePolicy(stateDir: string): ServicePolicy {
   return policy;
 }
 
+function isEdgeTwin(body: Buffer): boolean {
+  try {
+    return (JSON.parse(body.toString('utf8')) as { capabilities?: { iotEdge?: unknown } }).capabilities?.iotEdge === true;
+  } catch {
+    return true;
+  }
+}
+
 function listen(server: HttpsServer | TlsServer, port: number, address: string): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -105,8 +113,10 @@ export async function startHubEmulator(options: HubEmulatorOptions): Promise<Hub
   await workload.sync();
   // Edge devices come and go through the registry; keep one workload socket per edge device.
   let syncing = Promise.resolve();
-  const onEvent = (event: { source: string; moduleId: string | undefined }): void => {
+  const onEvent = (event: { source: string; moduleId: string | undefined; body: Buffer }): void => {
     if (event.source !== 'deviceLifecycleEvents' || event.moduleId) return;
+    // Only edge devices have a socket; a sync lists the whole registry, so leaf devices (most of a fleet) skip it.
+    if (!isEdgeTwin(event.body)) return;
     syncing = syncing.then(() => workload.sync()).catch((error: unknown) => log(`workload API: ${(error as Error).message}`));
   };
   events.on('event', onEvent);
