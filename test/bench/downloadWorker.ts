@@ -1,7 +1,6 @@
 // Runs one real update job whose only step needs a downloaded file, in a process of its own so its peak RSS is
 // the engine's; prints the download step's duration (from the engine's own feedback timestamps) as JSON.
 import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ArtifactDownloader } from '../../modules/otaOrchestrator/src/artifactDownloader.ts';
 import { FaultInjection } from '../../modules/otaOrchestrator/src/faultInjection.ts';
