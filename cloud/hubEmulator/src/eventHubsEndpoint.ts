@@ -136,8 +136,17 @@ export class EventHubsEndpoint {
   readonly #onEvent = (event: CloudEvent): void => {
     this.#last[event.partition] = event.partitionSequence;
     this.#lastTime[event.partition] = event.enqueuedTime;
-    for (const reader of this.#readers) if (reader.partition === event.partition) this.#pump(reader);
+    // One read per partition per turn of the event loop, however many events arrived in it.
+    this.#dirty.add(event.partition);
+    if (this.#dirty.size === 1) {
+      setImmediate(() => {
+        const partitions = new Set(this.#dirty);
+        this.#dirty.clear();
+        for (const reader of this.#readers) if (partitions.has(reader.partition)) this.#pump(reader);
+      });
+    }
   };
+  readonly #dirty = new Set<number>();
 
   #forget(connection: Connection): void {
     this.#connections.delete(connection);
