@@ -3,7 +3,7 @@
 // messages routed $upstream (seen through an Event Grid subscriber), and each MCU's own twin, connected through
 // the gateway as a child device.
 import { createHash, generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -48,6 +48,7 @@ describe('serialTranslator module through the hub emulator', () => {
   const devices = new Map<McuName, HostDevice>();
   const images = new Map<string, Buffer>();
   let imageBase: string;
+  const imageRequests: string[] = [];
   let closeImageServer: () => Promise<void>;
 
   /** Publishes an image on the loopback HTTP server and returns a flash request for it. */
@@ -90,8 +91,11 @@ describe('serialTranslator module through the hub emulator', () => {
   beforeAll(async () => {
     sink = await startEventGridSink();
     hub = await startEmulator({ eventGridWebhooks: [sink.url] });
+    // Plays the origin and the gateway's content cache (/cache/sha256/<hex>?origin=...) at once.
     const server = createServer((req, res) => {
-      const body = images.get(req.url ?? '');
+      imageRequests.push(req.url ?? '');
+      const cached = /^\/cache\/sha256\/([0-9a-f]{64})\?origin=/.exec(req.url ?? '');
+      const body = cached ? [...images.values()].find((image) => sha256(image, 'hex') === cached[1]) : images.get(req.url ?? '');
       if (!body) res.writeHead(404).end();
       else res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length }).end(body);
     });
@@ -122,7 +126,7 @@ describe('serialTranslator module through the hub emulator', () => {
     // A noisy line needs more patience per request than a clean one.
     (mcus['mcu-noise'] as Record<string, unknown>).smp = { retries: 6, timeoutMs: 1000 };
     await hub.registry.updateModuleTwin(GATEWAY, 'serialTranslator', { properties: { desired: { mcus } } }, '*');
-    moduleEnv = { SERIAL_STATE_DIR: path.join(stateDir, 'state'), SERIAL_MCU_KEYS_FILE: keysFile };
+    moduleEnv = { SERIAL_STATE_DIR: path.join(stateDir, 'state'), SERIAL_MCU_KEYS_FILE: keysFile, SERIAL_CONTENT_CACHE_URL: `${imageBase}/cache` };
     await startTranslator();
   }, 120_000);
 
@@ -265,9 +269,48 @@ describe('serialTranslator module through the hub emulator', () => {
       return f.currentFwVersion === '1.7.0' && f.fwUpdateStatus === 'current' ? f : undefined;
     }, 60_000, 'mcu-twin on 1.7.0');
     expect(firmware.pendingFwVersion).toBe('');
+    // Fetched through the content cache, named by its hash, with the twin's URI as origin.
+    expect(imageRequests).toContain(`/cache/sha256/${sha256(image, 'hex')}?origin=${encodeURIComponent(`${imageBase}/twin-1.7.0.bin`)}`);
+    expect(imageRequests).not.toContain('/twin-1.7.0.bin');
     const jobId = `twin:mcu-twin:1.7.0:${sha256(image, 'hex').slice(0, 16)}`;
     expect(await invoke('getFlashStatus', { jobId })).toMatchObject({ status: 200, payload: { status: 'succeeded', runningVersion: '1.7.0' } });
   }, 90_000);
+
+  it('flashes two MCUs at the same time', async () => {
+    const first = imageOf('1.8.0', 128 * 1024);
+    const second = imageOf('1.3.1', 128 * 1024);
+    expect(await invoke('flashFirmware', request('job-par-a', 'mcu-good', first, '1.8.0'))).toMatchObject({ status: 202 });
+    expect(await invoke('flashFirmware', request('job-par-b', 'mcu-refuse', second, '1.3.1'))).toMatchObject({ status: 202 });
+    // Seen both uploading at once: the per-MCU lock does not serialise different MCUs.
+    let overlapped = false;
+    await eventually(async () => {
+      const [a, b] = await Promise.all(['job-par-a', 'job-par-b'].map(async (jobId) => (await invoke('getFlashStatus', { jobId })).payload as McuFlashProgress));
+      if (a!.status === 'inProgress' && b!.status === 'inProgress' && (a!.bytesSent ?? 0) > 0 && (b!.bytesSent ?? 0) > 0) overlapped = true;
+      return a!.status !== 'inProgress' && b!.status !== 'inProgress' ? true : undefined;
+    }, 60_000, 'both parallel jobs to end');
+    expect(overlapped).toBe(true);
+    expect((await finalMessage('job-par-a')).status).toBe('succeeded');
+    expect((await finalMessage('job-par-b')).status).toBe('succeeded');
+  }, 90_000);
+
+  it('re-opens a port whose path changes in the module twin, and forgets an MCU set to null', async () => {
+    // Another name for the same adapter, as /dev/serial/by-id is for /dev/ttyUSBn.
+    const device = devices.get('mcu-health')!;
+    const alias = path.join(device.dir, 'by-id-usb-mcu-health');
+    symlinkSync(device.pty.hostPath, alias);
+    await hub.registry.updateModuleTwin(GATEWAY, 'serialTranslator', { properties: { desired: { mcus: { 'mcu-health': { port: alias }, 'mcu-twin': null } } } }, '*');
+    await translator!.waitForLine(new RegExp(`MCU mcu-health: link up \\(${alias.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\)`), 15_000);
+    const reported = await eventually(async () => {
+      const twin = (await hub.registry.getModuleTwin(GATEWAY, 'serialTranslator')).responseBody as unknown as { properties: { reported: { mcus: Record<string, { port: string } | undefined> } } };
+      const mcus = twin.properties.reported.mcus;
+      return mcus['mcu-health']?.port === alias && mcus['mcu-twin'] === undefined ? mcus : undefined;
+    }, 15_000, 'module twin with the new port and without mcu-twin');
+    expect(reported['mcu-good']).toBeDefined();
+    const image = imageOf('1.2.1', 8 * 1024);
+    expect(await invoke('flashFirmware', request('job-alias', 'mcu-health', image, '1.2.1'))).toMatchObject({ status: 202 });
+    expect(await finalMessage('job-alias')).toMatchObject({ status: 'succeeded', runningVersion: '1.2.1' });
+    expect(await invoke('flashFirmware', request('job-gone', 'mcu-twin', image, '1.2.1'))).toMatchObject({ status: 400, payload: { code: 'MCU_UNKNOWN' } });
+  }, 60_000);
 
   it('answers getFlashStatus after a module restart mid-upload and finishes the interrupted flash', async () => {
     const image = imageOf('1.6.0', 256 * 1024);
