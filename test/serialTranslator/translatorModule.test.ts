@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { McuFlashProgress, McuFlashRequest } from '@edge-ota/common';
-import { MCU_FLASH_SCHEMA, parseMcuFlashProgress, resultCodes } from '@edge-ota/common';
+import { MCU_FLASH_SCHEMA, resultCodes } from '@edge-ota/common';
 import { deployModules } from '../../cloud/hubEmulator/test/support/edgeDeployment.ts';
 import type { EmulatorFixture } from '../../cloud/hubEmulator/test/support/emulatorFixture.ts';
 import { eventually, startEmulator } from '../../cloud/hubEmulator/test/support/emulatorFixture.ts';
@@ -22,6 +22,7 @@ import type { HostDevice } from '../../modules/serialTranslator/test/support/hos
 import { HEALTH_FAIL_MARKER } from '../../modules/serialTranslator/test/support/simulatedDevice.ts';
 import type { LineFaultRelay } from './support/lineFaultRelay.ts';
 import { startLineFaultRelay } from './support/lineFaultRelay.ts';
+import { finalProgressMessage, invokeTranslator, progressMessages, reportedFirmware } from './support/translatorObservation.ts';
 import type { TranslatorProcess } from './support/translatorProcess.ts';
 import { startTranslatorProcess } from './support/translatorProcess.ts';
 
@@ -57,31 +58,10 @@ describe('serialTranslator module through the hub emulator', () => {
     return { schema: MCU_FLASH_SCHEMA, jobId, mcuId, image: { url: `${imageBase}/${jobId}.bin`, sha256: sha256(image), sizeInBytes: image.length, version } };
   }
 
-  async function invoke(methodName: string, payload: unknown): Promise<{ status: number; payload: unknown }> {
-    const { result } = (await hub.service.invokeDeviceMethod(GATEWAY, 'serialTranslator', { methodName, payload, responseTimeoutInSeconds: 20 })) as {
-      result: { status: number; payload: unknown };
-    };
-    return result;
-  }
-
-  /** mcuProgress messages of a job as they reached the cloud ($upstream -> Event Grid), each checked against the contract. */
-  function messagesOf(jobId: string): McuFlashProgress[] {
-    return sink
-      .ofType('DeviceTelemetry')
-      .filter((e) => (e.data.systemProperties as Record<string, string> | undefined)?.['iothub-connection-module-id'] === 'serialTranslator')
-      .map((e) => e.data.body as { jobId?: string })
-      .filter((body) => body?.jobId === jobId)
-      .map((body) => parseMcuFlashProgress(body));
-  }
-
-  function finalMessage(jobId: string, timeoutMs = 60_000): Promise<McuFlashProgress> {
-    return eventually(() => messagesOf(jobId).find((m) => m.status !== 'inProgress'), timeoutMs, `final mcuProgress of ${jobId}`);
-  }
-
-  async function mcuFirmware(mcuId: string): Promise<Record<string, string>> {
-    const twin = (await hub.registry.getTwin(mcuId)).responseBody as unknown as { properties: { reported: { firmware?: Record<string, string> } } };
-    return twin.properties.reported.firmware ?? {};
-  }
+  const invoke = (methodName: string, payload: unknown): Promise<{ status: number; payload: unknown }> => invokeTranslator(hub, GATEWAY, methodName, payload);
+  const messagesOf = (jobId: string): McuFlashProgress[] => progressMessages(sink, jobId);
+  const finalMessage = (jobId: string, timeoutMs?: number): Promise<McuFlashProgress> => finalProgressMessage(sink, jobId, timeoutMs);
+  const mcuFirmware = (mcuId: string): Promise<Record<string, string>> => reportedFirmware(hub, mcuId);
 
   async function startTranslator(): Promise<TranslatorProcess> {
     translator = await startTranslatorProcess({ hub: hub.hubProcess.info, deviceId: GATEWAY, generationId, env: moduleEnv });
