@@ -67,7 +67,14 @@ export async function createDispatcher(options: DispatcherOptions): Promise<Disp
     ...(options.manifestLifetimeMs ? { manifestLifetimeMs: options.manifestLifetimeMs } : {}),
     ...(options.urlLifetimeMs ? { urlLifetimeMs: options.urlLifetimeMs } : {}),
   });
-  const queue = new DispatchQueue({ store, hub, log, ...options.dispatch, ...(options.onDelivered ? { onDelivered: options.onDelivered } : {}) });
+  const urlLifetimeMs = options.urlLifetimeMs ?? 30 * 24 * 3600_000;
+  const queue = new DispatchQueue({
+    store, hub, log, ...options.dispatch, ...(options.onDelivered ? { onDelivered: options.onDelivered } : {}),
+    refreshUrls: (urls) => {
+      const expiresAt = new Date(Date.now() + urlLifetimeMs);
+      return Object.fromEntries(Object.entries(urls).map(([fileId, url]) => [fileId, artifacts.reissueUrl(url, expiresAt) ?? url]));
+    },
+  });
   const planner = new DeploymentPlanner(store, catalog, builder, queue);
   const ingestion = new EventIngestion({ store, planner, feedback: new FeedbackIngestor(store), queue, log });
   const views = new StatusViews(store, planner);

@@ -22,6 +22,8 @@ export interface ArtifactStore {
   has(key: string): boolean;
   /** A URL that downloads the artifact until `expiresAt`, without any other credential. */
   signedUrl(key: string, filename: string, expiresAt: Date): string;
+  /** The same artifact's URL issued again (current address, new expiry); undefined if the URL is not one of ours. */
+  reissueUrl(url: string, expiresAt: Date): string | undefined;
 }
 
 export interface ArtifactDownload {
@@ -71,6 +73,12 @@ export class LocalArtifactStore implements ArtifactStore {
   signedUrl(key: string, filename: string, expiresAt: Date): string {
     const se = Math.floor(expiresAt.getTime() / 1000);
     return `${this.#baseUrl}/artifacts/${key}/${encodeURIComponent(filename)}?se=${se}&sig=${this.#sign(key, se)}`;
+  }
+
+  reissueUrl(url: string, expiresAt: Date): string | undefined {
+    const match = /\/artifacts\/([0-9a-f]{64})\/([^/?]+)(?:\?|$)/.exec(url);
+    if (!match) return undefined;
+    return this.signedUrl(match[1]!, decodeURIComponent(match[2]!), expiresAt);
   }
 
   /** Checks a download request's signature and expiry; the file name in the path is cosmetic. */

@@ -22,6 +22,11 @@ export interface DispatchQueueOptions {
   log?: (line: string) => void;
   /** Called when a delivery reached the orchestrator (bench and tests measure with it). */
   onDelivered?: (delivery: DeliveryRecord) => void;
+  /**
+   * Re-issues the download URLs of a stored delivery just before it is sent. They travel beside the signed
+   * manifest, not inside it, so a late retry can carry fresh ones (new expiry, the dispatcher's current address).
+   */
+  refreshUrls?: (fileUrls: Record<string, string>) => Record<string, string>;
 }
 
 export class DispatchQueue {
@@ -33,6 +38,7 @@ export class DispatchQueue {
   readonly #methodTimeoutSeconds: number;
   readonly #log: (line: string) => void;
   readonly #onDelivered: ((delivery: DeliveryRecord) => void) | undefined;
+  readonly #refreshUrls: (fileUrls: Record<string, string>) => Record<string, string>;
   readonly #inFlight = new Set<string>();
   readonly #running = new Set<Promise<void>>();
   #timer: NodeJS.Timeout | undefined;
@@ -47,6 +53,7 @@ export class DispatchQueue {
     this.#methodTimeoutSeconds = options.methodTimeoutSeconds ?? 30;
     this.#log = options.log ?? (() => undefined);
     this.#onDelivered = options.onDelivered;
+    this.#refreshUrls = options.refreshUrls ?? ((urls) => urls);
   }
 
   start(): void {
@@ -115,7 +122,8 @@ export class DispatchQueue {
   }
 
   async #attempt(delivery: DeliveryRecord): Promise<void> {
-    const payload = JSON.parse(delivery.payload) as UpdateDelivery;
+    const stored = JSON.parse(delivery.payload) as UpdateDelivery;
+    const payload: UpdateDelivery = { ...stored, fileUrls: this.#refreshUrls(stored.fileUrls) };
     let error: string;
     try {
       const outcome = await this.#hub.invokeModuleMethod(delivery.gatewayId, ORCHESTRATOR_MODULE, APPLY_UPDATE_METHOD, payload, this.#methodTimeoutSeconds);
@@ -137,7 +145,9 @@ export class DispatchQueue {
     let twinWritten = delivery.twinWritten;
     if (!twinWritten) {
       try {
-        await this.#hub.patchModuleDesired(delivery.gatewayId, ORCHESTRATOR_MODULE, { [DEVICE_UPDATE_TWIN_PROPERTY]: { service: JSON.parse(delivery.twinPayload) as unknown } });
+        const twin = JSON.parse(delivery.twinPayload) as UpdateDelivery;
+        const service: UpdateDelivery = { ...twin, fileUrls: this.#refreshUrls(twin.fileUrls) };
+        await this.#hub.patchModuleDesired(delivery.gatewayId, ORCHESTRATOR_MODULE, { [DEVICE_UPDATE_TWIN_PROPERTY]: { service } });
         twinWritten = true;
       } catch (cause) {
         error += `; twin: ${(cause as Error).message}`;

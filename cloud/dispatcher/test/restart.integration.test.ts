@@ -24,9 +24,7 @@ describe('dispatcher killed between the event and the delivery', () => {
 
   it('finishes the job after a restart on the same data directory', async () => {
     const dataDir = path.join(harness.dir, 'dispatcher-data');
-    // Same port after the restart: download URLs already handed out name it (a deployment's public URL is stable).
-    const port = await freePort();
-    const first = await harness.startDispatcherProcess(dataDir, port);
+    const first = await harness.startDispatcherProcess(dataDir, await freePort());
     const firstUrl = /dispatcher ready on (\S+)/.exec(String(first.events.find((e) => e.type === 'line')?.line))![1]!;
     expect((await api(firstUrl, 'POST', '/updates', makeUpdate('3.1.0'))).status).toBe(201);
     expect((await api(firstUrl, 'POST', '/devices', { deviceId: 'mcu-k1', parentId: 'gw-k', updateId: 'Contoso/Sensor@3.1.0' })).status).toBe(201);
@@ -38,7 +36,8 @@ describe('dispatcher killed between the event and the delivery', () => {
 
     orchestrator.send({ cmd: 'set', replyDelayMs: 0, id: 1 });
     await orchestrator.waitFor((e) => e.type === 'result' && e.id === 1, 'orchestrator answers at once');
-    const second = await harness.startDispatcherProcess(dataDir, port);
+    // Another port: the recorded delivery's download URLs are issued again from the new address when it is sent.
+    const second = await harness.startDispatcherProcess(dataDir, await freePort());
     const secondUrl = /dispatcher ready on (\S+)/.exec(String(second.events.find((e) => e.type === 'line')?.line))![1]!;
     const finished = await eventually(async () => {
       const jobs = (await api(secondUrl, 'GET', '/devices/mcu-k1/jobs')).body.jobs as Array<{ jobId: string; state: string }>;
