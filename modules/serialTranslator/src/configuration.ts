@@ -1,5 +1,6 @@
 import { createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 
 // What the translator is told: module-wide settings from the environment (the deployment's `env`), and the
 // MCUs from the module twin's desired `mcus` (hot: a changed port re-opens the link). Every problem is named,
@@ -39,7 +40,9 @@ export interface McuConfiguration {
 export interface TranslatorSettings {
   stateDir: string;
   /** JSON file {mcuId: primaryKey} on the module's volume: the MCU identities' keys, kept out of the twin. */
-  mcuKeysFile: string | undefined;
+  mcuKeysFile: string;
+  /** Whether SERIAL_MCU_KEYS_FILE named it (then a missing file is a problem) or it is the default in the state dir. */
+  mcuKeysFileRequired: boolean;
   /** Accept `deviceConnectionString` from the twin (visible in the cloud); off unless set. */
   allowTwinKeys: boolean;
   /** Content cache base URL (http://contentCache:8080) for the twin-desired firmware path. */
@@ -75,10 +78,12 @@ export function settingsFromEnvironment(env: NodeJS.ProcessEnv): { settings: Tra
       problems.push({ setting: 'SERIAL_MCUS', message: `is not JSON: ${(error as Error).message}` });
     }
   }
+  const stateDir = env.SERIAL_STATE_DIR || '/var/lib/edge-ota/serial-translator';
   return {
     settings: {
-      stateDir: env.SERIAL_STATE_DIR || '/var/lib/serialTranslator',
-      mcuKeysFile: env.SERIAL_MCU_KEYS_FILE || undefined,
+      stateDir,
+      mcuKeysFile: env.SERIAL_MCU_KEYS_FILE || path.join(stateDir, 'mcu-keys.json'),
+      mcuKeysFileRequired: Boolean(env.SERIAL_MCU_KEYS_FILE),
       allowTwinKeys: env.SERIAL_ALLOW_TWIN_KEYS === '1' || env.SERIAL_ALLOW_TWIN_KEYS === 'true',
       contentCacheUrl: env.SERIAL_CONTENT_CACHE_URL || undefined,
       defaultBaudRate: number('SERIAL_DEFAULT_BAUD_RATE', 115200, 300, 4_000_000),
@@ -95,9 +100,15 @@ export function settingsFromEnvironment(env: NodeJS.ProcessEnv): { settings: Tra
 /** Reads the keys file; a missing or broken file is a problem, not a crash (the MCUs can still be flashed). */
 export function readMcuKeys(settings: TranslatorSettings): { keys: Map<string, string>; problems: ConfigurationProblem[] } {
   const keys = new Map<string, string>();
-  if (!settings.mcuKeysFile) return { keys, problems: [] };
+  let text: string;
   try {
-    const parsed = JSON.parse(readFileSync(settings.mcuKeysFile, 'utf8')) as unknown;
+    text = readFileSync(settings.mcuKeysFile, 'utf8');
+  } catch (error) {
+    const missing = (error as NodeJS.ErrnoException).code === 'ENOENT' && !settings.mcuKeysFileRequired;
+    return { keys, problems: missing ? [] : [{ setting: 'SERIAL_MCU_KEYS_FILE', message: (error as Error).message }] };
+  }
+  try {
+    const parsed = JSON.parse(text) as unknown;
     if (!isRecord(parsed)) throw new Error('not a JSON object {mcuId: primaryKey}');
     for (const [mcuId, key] of Object.entries(parsed)) if (typeof key === 'string' && key) keys.set(mcuId, key);
     return { keys, problems: [] };

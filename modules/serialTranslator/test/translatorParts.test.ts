@@ -65,6 +65,11 @@ describe('configuration', () => {
     const { settings, problems } = settingsFromEnvironment({ ...env, SERIAL_MCUS: '{', SERIAL_DEFAULT_BAUD_RATE: 'fast' });
     expect(settings.defaultBaudRate).toBe(115200);
     expect(problems.map((p) => p.setting).sort()).toEqual(['SERIAL_DEFAULT_BAUD_RATE', 'SERIAL_MCUS']);
+    // The keys file defaults to the state dir and may be absent there; one named explicitly must exist.
+    expect(settings.mcuKeysFile).toBe(path.join(dir, 'mcu-keys.json'));
+    expect(readMcuKeys(settings).problems).toEqual([]);
+    const named = settingsFromEnvironment({ ...env, SERIAL_MCU_KEYS_FILE: path.join(dir, 'absent.json') }).settings;
+    expect(readMcuKeys(named).problems.map((p) => p.setting)).toEqual(['SERIAL_MCU_KEYS_FILE']);
   });
 });
 
