@@ -10,7 +10,7 @@ import { modulesDir, readModuleDescription, readTemplate, repositoryRoot } from 
 const moduleFolders = readdirSync(modulesDir).filter((m) => existsSync(path.join(modulesDir, m, 'module.json')));
 const dockerfiles = moduleFolders.flatMap((m) => readdirSync(path.join(modulesDir, m)).filter((f) => f.startsWith('Dockerfile.')).map((f) => ({ module: m, file: f })));
 /** Modules whose entry point may not have landed yet (the image would build but not start). Remove a name once its main.ts is committed. */
-const awaitingEntryPoint = ['serialTranslator'];
+const awaitingEntryPoint: string[] = [];
 
 describe('module.json', () => {
   it('exists for every module the deployment template runs, and only for those', () => {

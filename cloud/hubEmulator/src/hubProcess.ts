@@ -54,11 +54,12 @@ export async function startHubProcess(options: HubProcessOptions = {}): Promise<
 }
 
 async function spawnOnce(stateDir: string, address: string, options: HubProcessOptions): Promise<HubProcess> {
-  const args = ['--import', 'tsx', '--conditions=source', mainFile, '--state-dir', stateDir, '--address', address];
+  const args = ['--import', 'tsx', '--conditions=source', mainFile, '--state-dir', stateDir, '--address', address, '--stop-on-stdin-eof'];
   if (options.caDir) args.push('--ca-dir', options.caDir);
   for (const url of options.eventGridWebhooks ?? []) args.push('--event-grid-webhook', url);
   if (options.verbose) args.push('--verbose');
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Our end of its stdin closes when this process dies in any way, which stops the emulator (no orphans).
+  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   running.add(child);
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => {

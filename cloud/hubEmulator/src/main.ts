@@ -5,7 +5,7 @@ import { startHubEmulator } from './app.ts';
 
 // `npm run hub -- --state-dir DIR [--address 127.0.0.N] [--event-grid-webhook URL ...] [--ca-dir DIR] [--verbose]`
 
-const usage = 'usage: npm run hub -- --state-dir DIR [--address 127.0.0.N] [--host-name NAME] [--event-grid-webhook URL ...] [--ca-dir DIR] [--verbose]';
+const usage = 'usage: npm run hub -- --state-dir DIR [--address 127.0.0.N] [--host-name NAME] [--event-grid-webhook URL ...] [--ca-dir DIR] [--verbose] [--stop-on-stdin-eof]';
 
 function fail(message: string): never {
   process.stderr.write(`hub: ${message}\n${usage}\n`);
@@ -22,6 +22,7 @@ try {
       'event-grid-webhook': { type: 'string', multiple: true, default: [] },
       'ca-dir': { type: 'string' },
       verbose: { type: 'boolean', default: false },
+      'stop-on-stdin-eof': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -71,4 +72,10 @@ const stop = (signal: string): void => {
   );
 };
 process.on('SIGTERM', () => stop('SIGTERM'));
+if (parsed['stop-on-stdin-eof']) {
+  // Started by a test or a runner that holds our stdin: when it dies, even by SIGKILL, the pipe closes and so do we.
+  process.stdin.on('end', () => stop('stdin closed'));
+  process.stdin.on('error', () => stop('stdin closed'));
+  process.stdin.resume();
+}
 process.on('SIGINT', () => stop('SIGINT'));

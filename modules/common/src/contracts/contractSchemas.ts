@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
 import type { ErrorObject, ValidateFunction } from 'ajv';
+import { packageSchemasDir } from '../schemaDirectory.ts';
 
 // The message contracts between edge-ota's components are JSON Schemas in modules/common/schemas, so the wire
 // format is documented in one place and checked the same way by every side.
 
-const schemaDir = new URL('../../schemas/', import.meta.url);
+const schemaDir = packageSchemasDir(import.meta.url);
 const contracts = {
   feedback: ['edge-ota-feedback-1.json', ''],
   updateDelivery: ['edge-ota-update-delivery-1.json', ''],

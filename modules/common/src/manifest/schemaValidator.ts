@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
 import type { ErrorObject, ValidateFunction } from 'ajv';
+import { packageSchemasDir } from '../schemaDirectory.ts';
 
 // The ADU schemas ship inside the package (../shared is not shipped); they are compiled once, on first use.
-const schemaDir = new URL('../../schemas/', import.meta.url);
+const schemaDir = packageSchemasDir(import.meta.url);
 const schemaFiles = [
   'azure-deviceupdate-manifest-definitions-5.0.json',
   'azure-deviceupdate-import-manifest-5.0.json',
