@@ -128,10 +128,14 @@ export class DispatchQueue {
     try {
       const outcome = await this.#hub.invokeModuleMethod(delivery.gatewayId, ORCHESTRATOR_MODULE, APPLY_UPDATE_METHOD, payload, this.#methodTimeoutSeconds);
       const reply = outcome.payload as Partial<ApplyUpdateReply> | undefined;
-      if (outcome.status >= 200 && outcome.status < 300 && reply && (reply.accepted === true || reply.disposition === 'duplicate' || reply.disposition === 'rejected')) {
-        // A rejected job is delivered too: the orchestrator has decided, and its feedback says why.
-        const error = reply.disposition === 'rejected' ? `rejected: ${reply.resultDetails ?? ''} (${reply.extendedResultCode ?? ''})` : undefined;
-        this.#store.markAttempt(delivery.jobId, { delivered: true, nextAttemptAt: Date.now(), ...(error ? { error } : {}) });
+      const answered = outcome.status >= 200 && outcome.status < 300 && (reply?.accepted === true || reply?.disposition === 'duplicate');
+      // A refusal is final whatever status carries it: retrying the same signed bytes cannot change the answer.
+      if (answered || reply?.disposition === 'rejected') {
+        // A rejected job is delivered too: the orchestrator has decided; the job fails at the manifest step.
+        const rejected = reply?.disposition === 'rejected'
+          ? { resultCode: reply.resultCode ?? 0, extendedResultCode: reply.extendedResultCode ?? 0, details: reply.resultDetails ?? 'rejected by the orchestrator' }
+          : undefined;
+        this.#store.markAttempt(delivery.jobId, { delivered: true, nextAttemptAt: Date.now(), ...(rejected ? { rejected, error: `rejected: ${rejected.details}` } : {}) });
         const stored = this.#store.getDelivery(delivery.jobId);
         if (stored) this.#onDelivered?.(stored);
         return;

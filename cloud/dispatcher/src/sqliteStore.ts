@@ -268,7 +268,7 @@ export class SqliteStore implements DispatcherStore {
     return this.#sql<[], { n: number | null }>(`SELECT MIN(next_attempt_at) AS n FROM jobs WHERE delivery_state = 'pending'`).get()?.n ?? undefined;
   }
 
-  markAttempt(jobId: string, r: { delivered: boolean; error?: string; nextAttemptAt: number; twinWritten?: boolean }): void {
+  markAttempt(jobId: string, r: Parameters<DispatcherStore['markAttempt']>[1]): void {
     const now = new Date().toISOString();
     this.#db.transaction(() => {
       const row = this.#sql<[string], JobRow>('SELECT * FROM jobs WHERE job_id = ?').get(jobId);
@@ -277,6 +277,11 @@ export class SqliteStore implements DispatcherStore {
         `UPDATE jobs SET attempts = attempts + 1, delivery_state = ?, next_attempt_at = ?, last_error = ?, delivered_at = ?,
            twin_written = MAX(twin_written, ?), state = CASE WHEN ? AND state = 'pending' THEN 'delivered' ELSE state END WHERE job_id = ?`,
       ).run(r.delivered ? 'delivered' : 'pending', r.nextAttemptAt, r.error ?? null, r.delivered ? now : null, r.twinWritten ? 1 : 0, r.delivered ? 1 : 0, jobId);
+      if (r.rejected && row.terminal === 0) {
+        this.#sql(`UPDATE jobs SET state = 'failed', step = 'manifest', status = 'failed', result_code = ?, extended_result_code = ?, result_details = ?, terminal = 1, updated_at = ? WHERE job_id = ?`)
+          .run(r.rejected.resultCode, r.rejected.extendedResultCode, r.rejected.details, now, jobId);
+        this.addHistory(row.device_id, { at: now, jobId, kind: 'delivery', step: 'manifest', status: 'rejected', resultCode: r.rejected.resultCode, extendedResultCode: r.rejected.extendedResultCode, details: r.rejected.details });
+      }
       if (r.delivered || (r.twinWritten && row.twin_written === 0)) {
         this.addHistory(row.device_id, {
           at: now, jobId, kind: 'delivery', step: undefined, status: r.delivered ? 'delivered' : 'twinWritten',

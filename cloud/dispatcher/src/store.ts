@@ -130,7 +130,8 @@ export interface DispatcherStore {
   deliveriesFor(deviceId: string): DeliveryRecord[];
   dueDeliveries(now: number, limit: number): DeliveryRecord[];
   nextDueAt(): number | undefined;
-  markAttempt(jobId: string, result: { delivered: boolean; error?: string; nextAttemptAt: number; twinWritten?: boolean }): void;
+  /** `rejected`: the orchestrator refused the job (bad signature, incompatible device...): the job fails at step `manifest`. */
+  markAttempt(jobId: string, result: { delivered: boolean; error?: string; nextAttemptAt: number; twinWritten?: boolean; rejected?: { resultCode: number; extendedResultCode: number; details: string } }): void;
   cancelPending(deviceId: string, reason: string): Array<{ jobId: string; gatewayId: string; twinWritten: boolean }>;
   /** Makes every pending delivery to this gateway due now (it showed signs of life). */
   expediteGateway(gatewayId: string, now: number): number;

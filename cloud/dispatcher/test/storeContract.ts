@@ -76,6 +76,10 @@ export function storeContract(name: string, open: () => { store: DispatcherStore
         store.markAttempt('j2', { delivered: true, nextAttemptAt: 0 });
         expect(store.getDelivery('j2')?.state).toBe('delivered');
         expect(store.cancelPending('d', 'deleted')).toEqual([]);
+        store.insertDelivery(delivery('j3', 'd'));
+        store.markAttempt('j3', { delivered: true, nextAttemptAt: 0, rejected: { resultCode: 0, extendedResultCode: 7, details: 'bad signature' } });
+        expect(store.jobStatus('j3')).toMatchObject({ step: 'manifest', status: 'failed', terminal: true, extendedResultCode: 7 });
+        expect(store.failedDevices(10)).toEqual([expect.objectContaining({ jobId: 'j3', step: 'manifest', resultDetails: 'bad signature' })]);
       } finally {
         cleanup();
       }
