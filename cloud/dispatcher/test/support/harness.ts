@@ -33,7 +33,15 @@ export interface JsonLineProcess {
   stderr(): string;
 }
 
+// Children are killed when the test worker exits, even if a hook timed out before stop() ran.
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 function jsonLines(child: ChildProcess): JsonLineProcess {
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   const events: Array<Record<string, unknown>> = [];
   const listeners = new Set<() => void>();
   let stderr = '';
