@@ -119,7 +119,6 @@ export function startSerialTranslator(options: SerialTranslatorOptions): SerialT
         const runtime: McuRuntime = { config, port: portLink(config), identity: undefined, runningVersion: undefined };
         mcus.set(mcuId, runtime);
         runtime.identity = openIdentity(config);
-        void refreshRunningVersion(mcuId);
         continue;
       }
       const portChanged = current.config.portText !== config.portText || current.config.baudRate !== config.baudRate;
@@ -137,7 +136,7 @@ export function startSerialTranslator(options: SerialTranslatorOptions): SerialT
             await current.identity?.close();
             current.identity = openIdentity(config);
           }
-        }).then(() => refreshRunningVersion(mcuId));
+        });
       }
     }
     reportModule();
@@ -156,6 +155,8 @@ export function startSerialTranslator(options: SerialTranslatorOptions): SerialT
     new McuPortLink(config.port, config.baudRate, (state) => {
       log(`MCU ${config.mcuId}: link ${state} (${config.portText})`);
       reportModule();
+      // Whenever the MCU (re)appears outside a flash it may run something else now (swapped, reflashed by hand).
+      if (state === 'up' && !locks.isBusy(config.mcuId)) void refreshRunningVersion(config.mcuId);
     });
 
   const openIdentity = (config: McuConfiguration): McuIdentity | undefined => {
