@@ -87,6 +87,9 @@ export class RegistryStore {
         PRIMARY KEY (device_id, module_id)
       );
       CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+      -- Parent lookups (every child create, every routed message) find the edge device owning a scope.
+      CREATE INDEX IF NOT EXISTS identities_edge_scope ON identities (json_extract(doc, '$.deviceScope'))
+        WHERE module_id = '' AND json_extract(doc, '$.capabilities.iotEdge') = 1;
     `);
   }
 
