@@ -8,18 +8,38 @@ import type { OrchestratorConfiguration } from './configuration.ts';
 // ADU roots unless turned off, and the newest root key package it has accepted, which is persisted so a
 // revocation survives restarts.
 
-export function loadTrustStore(configuration: OrchestratorConfiguration): TrustStore {
-  let rootKeys: Array<{ kid: string; jwk: JsonWebKey }> = [];
-  if (configuration.trustRootsFile) {
+const rootPublicKind = 'edge-ota.root-public-key';
+
+type RootDescription = { kid: string; jwk: JsonWebKey };
+
+/**
+ * Reads the trusted roots: one or several files (`:`-separated), each either a root public key file as
+ * `ota keys create-root` and the dispatcher write it (`{ "kind": "edge-ota.root-public-key", "kid", "jwk" }`)
+ * or a JSON list of such entries or of plain `{ "kid", "jwk" }`.
+ */
+export function readTrustedRoots(files: string): RootDescription[] {
+  const roots: RootDescription[] = [];
+  for (const file of files.split(':').filter(Boolean)) {
+    let value: unknown;
     try {
-      rootKeys = JSON.parse(readFileSync(configuration.trustRootsFile, 'utf8')) as typeof rootKeys;
+      value = JSON.parse(readFileSync(file, 'utf8'));
     } catch (error) {
-      throw new OtaError('KEY_FILE_INVALID', `OTA_TRUST_ROOTS_FILE ${configuration.trustRootsFile}: ${(error as Error).message}`, { cause: error });
+      throw new OtaError('KEY_FILE_INVALID', `OTA_TRUST_ROOTS_FILE ${file}: ${(error as Error).message}`, { cause: error });
     }
-    if (!Array.isArray(rootKeys) || rootKeys.some((r) => typeof r?.kid !== 'string' || typeof r.jwk !== 'object')) {
-      throw new OtaError('KEY_FILE_INVALID', `OTA_TRUST_ROOTS_FILE ${configuration.trustRootsFile}: expected [{ "kid": "...", "jwk": { ... } }]`);
+    for (const entry of Array.isArray(value) ? value : [value]) {
+      const candidate = entry as { kind?: unknown; kid?: unknown; jwk?: unknown } | null;
+      const kindOk = candidate?.kind === undefined || candidate.kind === rootPublicKind;
+      if (!kindOk || typeof candidate?.kid !== 'string' || typeof candidate.jwk !== 'object' || candidate.jwk === null) {
+        throw new OtaError('KEY_FILE_INVALID', `OTA_TRUST_ROOTS_FILE ${file}: expected root public keys ({ "kid", "jwk" }, as ota keys create-root writes them)`);
+      }
+      roots.push({ kid: candidate.kid, jwk: candidate.jwk as JsonWebKey });
     }
   }
+  return roots;
+}
+
+export function loadTrustStore(configuration: OrchestratorConfiguration): TrustStore {
+  const rootKeys = configuration.trustRootsFile ? readTrustedRoots(configuration.trustRootsFile) : [];
   const packageFile = rootKeyPackageFile(configuration);
   return new TrustStore({
     rootKeys,
