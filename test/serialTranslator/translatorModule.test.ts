@@ -252,8 +252,18 @@ describe('serialTranslator module through the hub emulator', () => {
     // Fetched through the content cache, named by its hash, with the twin's URI as origin.
     expect(imageRequests).toContain(`/cache/sha256/${sha256(image, 'hex')}?origin=${encodeURIComponent(`${imageBase}/twin-1.7.0.bin`)}`);
     expect(imageRequests).not.toContain('/twin-1.7.0.bin');
-    const jobId = `twin:mcu-twin:1.7.0:${sha256(image, 'hex').slice(0, 16)}`;
+    const jobId = /job (twin:mcu-twin:1\.7\.0:[0-9a-f]{16}:\d+): /.exec(await translator!.waitForLine(/job twin:mcu-twin:1\.7\.0:/))?.[1];
+    expect(jobId).toContain(sha256(image, 'hex').slice(0, 16));
     expect(await invoke('getFlashStatus', { jobId })).toMatchObject({ status: 200, payload: { status: 'succeeded', runningVersion: '1.7.0' } });
+    // An unrelated desired patch replays the document: the same firmware is not flashed again.
+    await hub.registry.updateTwin('mcu-twin', { properties: { desired: { unrelated: 1 } } }, '*');
+    const back = imageOf('1.0.5', 8 * 1024);
+    images.set('/twin-1.0.5.bin', back);
+    await hub.registry.updateTwin('mcu-twin', {
+      properties: { desired: { firmware: { fwVersion: '1.0.5', fwPackageURI: `${imageBase}/twin-1.0.5.bin`, fwPackageCheckValue: sha256(back) } } },
+    }, '*');
+    await eventually(async () => ((await mcuFirmware('mcu-twin')).currentFwVersion === '1.0.5' ? true : undefined), 60_000, 'mcu-twin on 1.0.5 (base64 check value)');
+    expect(translator!.lines.filter((l) => /job twin:mcu-twin:1\.7\.0:.*twin asks/.test(l))).toHaveLength(1);
   }, 90_000);
 
   it('flashes two MCUs at the same time', async () => {

@@ -366,8 +366,13 @@ export function startSerialTranslator(options: SerialTranslatorOptions): SerialT
       return;
     }
     const hex = Buffer.from(sha256, 'base64').toString('hex');
-    const jobId = `twin:${mcuId}:${fwVersion}:${hex.slice(0, 16)}`;
-    if (store.get(jobId)) return; // seen before (a restart replays the whole desired document)
+    // The desired document is replayed on every connect and after unrelated patches: the firmware it names is new
+    // only if the MCU's last job was not for it. Going back to an earlier firmware later is new again.
+    const latest = store.latestFor(mcuId);
+    if (latest?.source === 'twin' && latest.request.image.sha256 === sha256 && latest.request.image.version === fwVersion) return;
+    const desiredVersion = typeof desired.$version === 'number' ? desired.$version : Date.now();
+    const jobId = `twin:${mcuId}:${fwVersion}:${hex.slice(0, 16)}:${desiredVersion}`;
+    if (store.get(jobId)) return;
     const url = settings.contentCacheUrl
       ? `${settings.contentCacheUrl.replace(/\/$/, '')}/sha256/${hex}?origin=${encodeURIComponent(fwPackageURI)}`
       : fwPackageURI;
