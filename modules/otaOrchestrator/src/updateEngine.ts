@@ -232,9 +232,11 @@ export class UpdateEngine {
       this.#enteredHere.delete(jobId);
       await rm(this.#jobDir(jobId), { recursive: true, force: true });
       if (this.#rebootAfterRollback.delete(jobId)) {
-        // The rollback is recorded (and its feedback queued) before the target restarts into the old software.
-        this.#awaitingReboot.add(jobId);
-        await this.#options.rebooter.reboot(`job ${jobId} rolled back to software that needs a reboot to run`);
+        // The rollback is recorded (and its feedback queued) before the target restarts into the old software. The
+        // job is over, so nothing waits for the reboot to happen.
+        this.#options.rebooter
+          .reboot(`job ${jobId} rolled back to software that needs a reboot to run`)
+          .catch((error: unknown) => this.#log(`reboot after the rollback of ${jobId} failed: ${(error as Error).message}`));
       }
     }
   }
@@ -580,7 +582,7 @@ export class UpdateEngine {
       if (outcome.kind === 'failed') return { event: 'fail', error: outcome.error };
       if (outcome.kind === 'reboot') this.#rebootAfterRollback.add(job.jobId);
       store.markStepPhase(job.jobId, index, 'rollback', 'done');
-      if (outcome.kind === 'done' && outcome.installedVersion) runningVersion = outcome.installedVersion;
+      if (outcome.installedVersion) runningVersion = outcome.installedVersion;
     }
     return { event: 'ok', installedVersion: runningVersion ?? store.installed(job.targetId)?.version };
   }

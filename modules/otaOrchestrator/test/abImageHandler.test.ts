@@ -129,13 +129,14 @@ describe('A/B image handler', () => {
     expect(feedback.at(-1)?.resultDetails).toMatch(/^HEALTH_CHECK_FAILED: health check sh ended with exit code 4: database will not start/);
     expect(await new FileBootControl(bootFile()).state()).toMatchObject({ defaultSlot: 'A', tryOnce: null, bad: ['B'] });
 
-    // The next boot starts the old slot, and nothing tries the new one again: no reboot asked, no job resumed.
+    // The rollback reboots once more, into the old slot, and nothing tries the new one again: no job resumed.
+    expect(rebooter.requests).toHaveLength(2);
     const { booted: after, harness: third } = await reboot();
     expect(after).toBe('A');
     await third.engine.idle();
     expect(third.store.activeJobs()).toEqual([]);
     expect(third.feedback(delivery.workflow.id)).toEqual(feedback);
-    expect(rebooter.requests).toHaveLength(1);
+    expect(rebooter.requests).toHaveLength(2);
     const { booted: later } = await reboot();
     expect(later).toBe('A');
   });
@@ -233,6 +234,7 @@ describe('A/B image handler', () => {
     expect(await control.activeSlot()).toBe('B');
     expect(fake.boot()).toBe('B');
     expect(fake.boot()).toBe('B');
-    expect(rebooter.requests).toHaveLength(2);
+    // Two boots into new slots, and one back into B after the failed health check of the second update.
+    expect(rebooter.requests).toHaveLength(3);
   });
 });

@@ -152,10 +152,14 @@ export class AbImageHandler implements UpdateHandler {
       await this.#options.bootControl.markBad(plan.to);
       await this.#options.bootControl.setNextBoot(plan.from, { tryOnce: false });
       const booted = await this.#options.bootControl.bootedSlot();
-      context.log(booted === plan.to
-        ? `slot ${plan.to} marked bad; it keeps running until the next boot, which starts slot ${plan.from}`
-        : `slot ${plan.to} marked bad; slot ${plan.from} is running and stays the default`);
-      return done(await this.#versionOf(plan.from));
+      const version = await this.#versionOf(plan.from);
+      if (booted === plan.to) {
+        // The bad slot is the one running: reboot into the old one (the engine does it after recording rolledBack).
+        context.log(`slot ${plan.to} marked bad; rebooting into slot ${plan.from}`);
+        return version ? { kind: 'reboot', installedVersion: version } : { kind: 'reboot' };
+      }
+      context.log(`slot ${plan.to} marked bad; slot ${plan.from} is running and stays the default`);
+      return done(version);
     } catch (error) {
       return failed(new OtaError('ROLLBACK_FAILED', (error as Error).message, { cause: error }));
     }

@@ -33,7 +33,11 @@ export interface StepContext {
 }
 
 /** What a phase reports. `reboot`: the target must restart before the next phase (A/B images). */
-export type PhaseOutcome = { kind: 'done'; installedVersion?: string } | { kind: 'reboot' } | { kind: 'failed'; error: OtaError };
+export type PhaseOutcome =
+  | { kind: 'done'; installedVersion?: string }
+  /** From rollback, `installedVersion` is what will run after the reboot. */
+  | { kind: 'reboot'; installedVersion?: string }
+  | { kind: 'failed'; error: OtaError };
 
 export interface UpdateHandler {
   /** Handler ids this handler serves, as they appear in a step's `handler` field. */
