@@ -1,4 +1,5 @@
 import Database from 'better-sqlite3';
+import { StatementCache } from './statementCache.ts';
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
@@ -46,12 +47,12 @@ export function partitionFor(deviceId: string): number {
 
 export class BuiltInEndpoint extends EventEmitter<{ event: [CloudEvent] }> {
   readonly #db: Database.Database;
-  /** Prepared once per SQL text: preparing is a noticeable share of a busy emulator's time. */
-  readonly #statements = new Map<string, Database.Statement>();
+  readonly #statements: StatementCache;
 
   constructor(file: string) {
     super();
     this.#db = new Database(file);
+    this.#statements = new StatementCache(this.#db);
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('synchronous = NORMAL');
     this.#db.exec(`
@@ -72,12 +73,7 @@ export class BuiltInEndpoint extends EventEmitter<{ event: [CloudEvent] }> {
   }
 
   #prepare<P extends unknown[] = unknown[], R = unknown>(sql: string): Database.Statement<P, R> {
-    let statement = this.#statements.get(sql);
-    if (!statement) {
-      statement = this.#db.prepare(sql);
-      this.#statements.set(sql, statement);
-    }
-    return statement as unknown as Database.Statement<P, R>;
+    return this.#statements.prepare<P, R>(sql);
   }
 
   close(): void {

@@ -479,8 +479,7 @@ export class IotHub extends EventEmitter<{ sessionsChanged: [] }> {
     if (!connected) return;
     // Coming back: edgeHub syncs reported properties, delivers held desired patches, then forwards held messages.
     for (const [name, patches] of [...this.#heldReported]) {
-      const session = [...this.#sessions.values()].find((s) => identityName(s.identity) === name);
-      const key = session?.identity ?? keyFromName(name);
+      const key = keyFromName(name);
       if (!this.isCloudReachable(key)) continue;
       this.#heldReported.delete(name);
       for (const patch of patches) this.store.patchReported(key, patch);

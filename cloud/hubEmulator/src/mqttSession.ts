@@ -121,7 +121,10 @@ export class MqttSession implements DeviceSession {
           this.#onSubscribe(packet);
           return;
         case 'unsubscribe':
-          for (const topic of packet.unsubscriptions) this.#subscriptions.delete(this.#subscriptionKind(topic) ?? 'c2d');
+          for (const topic of packet.unsubscriptions) {
+            const kind = this.#subscriptionKind(topic);
+            if (kind) this.#subscriptions.delete(kind);
+          }
           this.#send({ cmd: 'unsuback', messageId: packet.messageId, granted: [] });
           return;
         case 'pingreq':

@@ -1,4 +1,5 @@
 import Database from 'better-sqlite3';
+import { StatementCache } from './statementCache.ts';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { HubError, badRequest, deviceNotFound, moduleNotFound } from './hubError.ts';
 import type { JsonObject, TwinSection } from './twinDocument.ts';
@@ -66,11 +67,11 @@ interface IdentityRow {
 
 export class RegistryStore {
   readonly #db: Database.Database;
-  /** Prepared once per SQL text: preparing is a noticeable share of a busy emulator's time. */
-  readonly #statements = new Map<string, Database.Statement>();
+  readonly #statements: StatementCache;
 
   constructor(file: string) {
     this.#db = new Database(file);
+    this.#statements = new StatementCache(this.#db);
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('synchronous = NORMAL');
     this.#db.exec(`
@@ -96,12 +97,7 @@ export class RegistryStore {
   }
 
   #prepare<P extends unknown[] = unknown[], R = unknown>(sql: string): Database.Statement<P, R> {
-    let statement = this.#statements.get(sql);
-    if (!statement) {
-      statement = this.#db.prepare(sql);
-      this.#statements.set(sql, statement);
-    }
-    return statement as unknown as Database.Statement<P, R>;
+    return this.#statements.prepare<P, R>(sql);
   }
 
   close(): void {

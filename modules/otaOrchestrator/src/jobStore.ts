@@ -148,8 +148,7 @@ export class JobStore {
         update_id TEXT NOT NULL,
         version TEXT NOT NULL,
         installed_at TEXT NOT NULL,
-        source TEXT NOT NULL,
-        reported INTEGER NOT NULL DEFAULT 0
+        source TEXT NOT NULL
       );
     `);
   }
@@ -355,9 +354,9 @@ export class JobStore {
   recordInstalled(record: Omit<TargetRecord, 'installedAt'>): void {
     this.#db
       .prepare(
-        `INSERT INTO targets (target_id, update_id, version, installed_at, source, reported) VALUES (?, ?, ?, ?, ?, 0)
+        `INSERT INTO targets (target_id, update_id, version, installed_at, source) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT(target_id) DO UPDATE SET update_id = excluded.update_id, version = excluded.version,
-           installed_at = excluded.installed_at, source = excluded.source, reported = 0`,
+           installed_at = excluded.installed_at, source = excluded.source`,
       )
       .run(record.targetId, JSON.stringify(record.updateId), record.version, this.#now().toISOString(), record.source);
   }
