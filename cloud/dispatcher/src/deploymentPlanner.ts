@@ -5,13 +5,22 @@ import { jobIdFor } from './manifestBuilder.ts';
 import type { DeviceRecord, DispatcherStore } from './store.ts';
 
 // Decides what a live device must get and records the delivery: the update assigned to the device (or its
-// group's rule), sent to the orchestrator of the device's parent gateway, or of the device itself when it is a
-// gateway without a parent. Idempotent: the job id is derived from (device, update), so a repeated create event
-// or a restart finds the delivery recorded already.
+// group's rule), sent to the orchestrator that installs it (targetGateway). Idempotent: the job id is derived
+// from (device, update), so a repeated create event or a restart finds the delivery recorded already.
 
 export type PlanOutcome =
   | { planned: true; jobId: string; gatewayId: string; updateId: string }
   | { planned: false; reason: 'no-update-assigned' | 'update-not-in-catalog' | 'no-gateway' | 'already-planned' | 'device-not-live'; jobId?: string };
+
+/**
+ * Whose `otaOrchestrator` takes a device's job. A gateway installs its own software, nested or not: a child
+ * gateway's nested edgeHub reaches its own module, so nothing is handed on through the parent (the delivery's
+ * `target.viaGateway` is never set). A device that is not a gateway (leaf, MCU) is served by its parent gateway's
+ * orchestrator; without a parent no orchestrator can take its job.
+ */
+export function targetGateway(device: Pick<DeviceRecord, 'deviceId' | 'parentId' | 'isGateway'>): string | undefined {
+  return device.isGateway ? device.deviceId : device.parentId;
+}
 
 export class DeploymentPlanner {
   readonly #store: DispatcherStore;
@@ -45,7 +54,7 @@ export class DeploymentPlanner {
       note('updateNotInCatalog', `${updateId} is not in the catalog`);
       return { planned: false, reason: 'update-not-in-catalog' };
     }
-    const gatewayId = device.parentId ?? (device.isGateway ? device.deviceId : undefined);
+    const gatewayId = targetGateway(device);
     if (!gatewayId) {
       note('noGateway', 'the device has no parent gateway and is not a gateway: no orchestrator can take the job');
       return { planned: false, reason: 'no-gateway' };

@@ -163,4 +163,22 @@ describe('dispatcher on the emulator (Event Hubs ingestion)', () => {
     await own.stop();
     await gw3.stop();
   });
+
+  it('a nested child gateway gets its own job on its own otaOrchestrator, not on its parent\'s', async () => {
+    expect((await api(dispatcher.url, 'POST', '/devices', { deviceId: 'gw-child', parentId: 'gw-1', isGateway: true, updateId })).status).toBe(201);
+    const identity = (await harness.registry.get('gw-child')).responseBody as { parentScopes?: string[] };
+    expect(identity.parentScopes?.[0]).toMatch(/^ms-azure-iot-edge:\/\/gw-1-/);
+    await harness.registry.applyConfigurationContentOnDevice('gw-child', { modulesContent: { $edgeAgent: { 'properties.desired': { schemaVersion: '1.1', runtime: { type: 'docker', settings: { minDockerVersion: 'v1.25' } }, systemModules: { edgeAgent: { type: 'docker', settings: { image: 'a', createOptions: '{}' } }, edgeHub: { type: 'docker', status: 'running', restartPolicy: 'always', settings: { image: 'b', createOptions: '{}' } } }, modules: { otaOrchestrator: { version: '1.0', type: 'docker', status: 'running', restartPolicy: 'always', settings: { image: 'c', createOptions: '{}' } } } } }, $edgeHub: { 'properties.desired': { schemaVersion: '1.2', routes: {}, storeAndForwardConfiguration: { timeToLiveSecs: 7200 } } } } });
+    const child = await harness.startOrchestrator('gw-child');
+    try {
+      const delivered = await child.waitFor((e) => e.type === 'delivery' && e.deviceId === 'gw-child', 'gw-child job on its own orchestrator', 30_000);
+      expect(delivered.deviceId).toBe('gw-child');
+      await eventually(async () => ((await device('gw-child')).currentJob?.state === 'succeeded' ? true : undefined), 30_000, 'gw-child succeeded');
+      expect((await device('gw-child')).installedVersion).toBe('1.2.0');
+      // The parent's orchestrator never saw it.
+      expect(orchestrator.events.some((e) => e.type === 'delivery' && e.deviceId === 'gw-child')).toBe(false);
+    } finally {
+      await child.stop();
+    }
+  });
 });

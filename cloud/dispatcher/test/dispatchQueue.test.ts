@@ -11,13 +11,15 @@ import { api, eventually, makeKeys, makeUpdate } from './support/harness.ts';
 
 class ScriptedHub implements IdentityHub {
   readonly calls: string[] = [];
+  readonly payloads: unknown[] = [];
   readonly twins: unknown[] = [];
   answers: Array<MethodOutcome | Error> = [];
   createDevice(): Promise<{ generationId: string }> {
     return Promise.resolve({ generationId: 'g' });
   }
-  invokeModuleMethod(deviceId: string, moduleId: string): Promise<MethodOutcome> {
+  invokeModuleMethod(deviceId: string, moduleId: string, _method: string, payload: unknown): Promise<MethodOutcome> {
     this.calls.push(`${deviceId}/${moduleId}`);
+    this.payloads.push(payload);
     const answer = this.answers.shift() ?? new Error('DeviceNotOnlineError: offline');
     return answer instanceof Error ? Promise.reject(answer) : Promise.resolve(answer);
   }
@@ -34,9 +36,9 @@ describe('DispatchQueue', () => {
   let dir: string;
   let dispatcher: Dispatcher;
   const hub = new ScriptedHub();
-  const created = (deviceId: string): unknown[] => [{
+  const created = (deviceId: string, iotEdge = false): unknown[] => [{
     id: `c-${deviceId}`, eventType: 'Microsoft.Devices.DeviceCreated', eventTime: new Date().toISOString(), subject: `devices/${deviceId}`,
-    data: { deviceId, twin: { deviceId, deviceScope: 'ms-azure-iot-edge://gw-0123', capabilities: { iotEdge: false } } },
+    data: { deviceId, twin: { deviceId, deviceScope: 'ms-azure-iot-edge://gw-0123', capabilities: { iotEdge } } },
   }];
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'dispatcher-queue-'));
@@ -80,5 +82,43 @@ describe('DispatchQueue', () => {
     const jobs = (await api(dispatcher.url, 'GET', '/devices/q-2/jobs')).body.jobs as Array<{ delivery: { state: string; attempts: number } }>;
     expect(jobs[0]!.delivery).toMatchObject({ state: 'delivered', attempts: 1 });
     expect(hub.calls.length - before).toBe(1);
+  });
+
+  it('sends a nested child gateway its job on its own orchestrator, and a leaf behind it to that child gateway', async () => {
+    hub.answers = [{ status: 200, payload: { accepted: true, disposition: 'queued' } }];
+    const before = hub.calls.length;
+    expect((await api(dispatcher.url, 'POST', '/devices', { deviceId: 'gw-child', parentId: 'gw', isGateway: true, updateId: 'Contoso/Sensor@1.0.0' })).status).toBe(201);
+    expect((await api(dispatcher.url, 'POST', '/events/eventgrid', created('gw-child', true))).status).toBe(200);
+    await eventually(async () => {
+      const jobs = (await api(dispatcher.url, 'GET', '/devices/gw-child/jobs')).body.jobs as Array<{ state: string }>;
+      return jobs[0]?.state === 'delivered' ? true : undefined;
+    }, 10_000, 'gw-child delivered');
+    expect(hub.calls.slice(before)).toEqual(['gw-child/otaOrchestrator']);
+    const delivery = hub.payloads[hub.payloads.length - 1] as { target: Record<string, unknown> };
+    // Straight to the orchestrator that installs it: no hand-off through the parent.
+    expect(delivery.target).toEqual({ deviceId: 'gw-child' });
+
+    hub.answers = [{ status: 200, payload: { accepted: true, disposition: 'queued' } }];
+    expect((await api(dispatcher.url, 'POST', '/devices', { deviceId: 'leaf-1', parentId: 'gw-child', updateId: 'Contoso/Sensor@1.0.0' })).status).toBe(201);
+    expect((await api(dispatcher.url, 'POST', '/events/eventgrid', created('leaf-1'))).status).toBe(200);
+    await eventually(async () => {
+      const jobs = (await api(dispatcher.url, 'GET', '/devices/leaf-1/jobs')).body.jobs as Array<{ state: string }>;
+      return jobs[0]?.state === 'delivered' ? true : undefined;
+    }, 10_000, 'leaf-1 delivered');
+    expect(hub.calls.slice(before)).toEqual(['gw-child/otaOrchestrator', 'gw-child/otaOrchestrator']);
+    expect((hub.payloads[hub.payloads.length - 1] as { target: Record<string, unknown> }).target).toEqual({ deviceId: 'leaf-1' });
+  });
+
+  it('gives a device that is neither a gateway nor behind one no job', async () => {
+    const before = hub.calls.length;
+    expect((await api(dispatcher.url, 'POST', '/devices', { deviceId: 'lonely', updateId: 'Contoso/Sensor@1.0.0' })).status).toBe(201);
+    expect((await api(dispatcher.url, 'POST', '/events/eventgrid', created('lonely'))).status).toBe(200);
+    const history = await eventually(async () => {
+      const entries = (await api(dispatcher.url, 'GET', '/devices/lonely/history')).body.history as Array<{ status: string }>;
+      return entries.some((h) => h.status === 'noGateway') ? entries : undefined;
+    }, 10_000, 'lonely noGateway');
+    expect(history.some((h) => h.status === 'noGateway')).toBe(true);
+    expect((await api(dispatcher.url, 'GET', '/devices/lonely/jobs')).body.jobs).toEqual([]);
+    expect(hub.calls.length).toBe(before);
   });
 });
