@@ -5,6 +5,7 @@ import type { DispatcherStore, FeedbackOutcome } from './store.ts';
 // Per-step feedback from gateways' orchestrators (schema edge-ota/feedback/1, module output `feedback`,
 // application property `edge-ota-message: feedback`). Repeats are dropped by message id, and a message older
 // than the job's latest (by the job's own sequence) goes to the history without moving the job backwards.
+// Feedback for a job the dispatcher never created (offline install) records that job, origin `offline`.
 
 export const ORCHESTRATOR_MODULE_ID = 'otaOrchestrator';
 
@@ -34,8 +35,13 @@ export class FeedbackIngestor {
     if (sender.moduleId !== ORCHESTRATOR_MODULE_ID || sender.deviceId !== message.gatewayId) {
       return { outcome: 'rejected', code: 'FEEDBACK_SENDER_MISMATCH', reason: `feedback for gateway ${message.gatewayId} sent by ${sender.deviceId}/${sender.moduleId ?? ''}` };
     }
-    const outcome = this.#store.applyFeedback(message);
-    if (outcome === 'unknown-job') return { outcome: 'rejected', code: 'FEEDBACK_UNKNOWN_JOB', reason: `no job ${message.jobId} for device ${message.deviceId}` };
+    // The sender is the orchestrator of message.gatewayId, so a job the dispatcher did not create (installed from a
+    // USB drop-in or while cut off from the cloud) is recorded as an offline job when its device is that gateway
+    // or sits behind it; anything else stays an unknown job.
+    const outcome = this.#store.applyFeedback(message, { adoptUnknownJob: true });
+    if (outcome === 'unknown-job') {
+      return { outcome: 'rejected', code: 'FEEDBACK_UNKNOWN_JOB', reason: `no job ${message.jobId} for device ${message.deviceId}, and ${message.deviceId} is not a known device that is ${message.gatewayId} or behind it` };
+    }
     return { outcome, message };
   }
 }

@@ -1,8 +1,8 @@
 import Database from 'better-sqlite3';
 import type { FeedbackMessage } from '@edge-ota/common';
-import { isTerminalFeedback } from '@edge-ota/common';
+import { formatUpdateId, isTerminalFeedback } from '@edge-ota/common';
 import type {
-  CatalogUpdate, CheckpointRecord, DeliveryRecord, DeviceRecord, DispatcherStore, FeedbackOutcome, HistoryEntry, JobStatus, OwnershipRecord,
+  CatalogUpdate, CheckpointRecord, DeliveryRecord, DeviceRecord, DispatcherStore, FeedbackOutcome, HistoryEntry, JobOrigin, JobStatus, OwnershipRecord,
 } from './store.ts';
 
 // The embedded store: one SQLite file in WAL mode. Schema changes are numbered migrations applied in order
@@ -83,6 +83,9 @@ const migrations: readonly string[] = [
      owner_id TEXT NOT NULL, etag TEXT NOT NULL, last_modified INTEGER NOT NULL,
      PRIMARY KEY (namespace, event_hub, consumer_group, partition_id)
    );`,
+  // 2: jobs the dispatcher did not create (an orchestrator ran them offline and reported them later). Such a job
+  // has no delivery: delivery_state 'none', empty payloads.
+  `ALTER TABLE jobs ADD COLUMN origin TEXT NOT NULL DEFAULT 'dispatched';`,
 ];
 
 interface DeviceRow {
@@ -94,7 +97,7 @@ interface JobRow {
   job_id: string; device_id: string; gateway_id: string; update_id: string; delivery_state: DeliveryRecord['state']; payload: string; twin_payload: string;
   attempts: number; next_attempt_at: number; twin_written: number; last_error: string | null; created_at: string; delivered_at: string | null;
   state: string; step: string | null; status: string | null; last_sequence: number; result_code: number | null; extended_result_code: number | null;
-  result_details: string | null; terminal: number; updated_at: string | null;
+  result_details: string | null; terminal: number; updated_at: string | null; origin: JobOrigin;
 }
 
 const toDevice = (r: DeviceRow): DeviceRecord => ({
@@ -112,7 +115,7 @@ const toDelivery = (r: JobRow): DeliveryRecord => ({
   lastError: r.last_error ?? undefined, createdAt: r.created_at, deliveredAt: r.delivered_at ?? undefined,
 });
 const toJob = (r: JobRow): JobStatus => ({
-  jobId: r.job_id, deviceId: r.device_id, updateId: r.update_id, step: r.step ?? undefined, status: r.status ?? r.state, lastSequence: r.last_sequence,
+  jobId: r.job_id, deviceId: r.device_id, updateId: r.update_id, origin: r.origin, step: r.step ?? undefined, status: r.status ?? r.state, lastSequence: r.last_sequence,
   resultCode: r.result_code ?? undefined, extendedResultCode: r.extended_result_code ?? undefined, resultDetails: r.result_details ?? undefined,
   terminal: r.terminal === 1, updatedAt: r.updated_at ?? undefined,
 });
@@ -250,12 +253,12 @@ export class SqliteStore implements DispatcherStore {
   }
 
   getDelivery(jobId: string): DeliveryRecord | undefined {
-    const row = this.#sql<[string], JobRow>('SELECT * FROM jobs WHERE job_id = ?').get(jobId);
+    const row = this.#sql<[string], JobRow>(`SELECT * FROM jobs WHERE job_id = ? AND origin = 'dispatched'`).get(jobId);
     return row ? toDelivery(row) : undefined;
   }
 
   deliveriesFor(deviceId: string): DeliveryRecord[] {
-    return this.#sql<[string], JobRow>('SELECT * FROM jobs WHERE device_id = ? ORDER BY created_at, job_id').all(deviceId).map(toDelivery);
+    return this.#sql<[string], JobRow>(`SELECT * FROM jobs WHERE device_id = ? AND origin = 'dispatched' ORDER BY created_at, job_id`).all(deviceId).map(toDelivery);
   }
 
   dueDeliveries(now: number, limit: number): DeliveryRecord[] {
@@ -317,11 +320,16 @@ export class SqliteStore implements DispatcherStore {
     return this.#sql<[string], { n: number }>('SELECT COUNT(*) AS n FROM seen_events WHERE event_id = ?').get(eventId)!.n > 0;
   }
 
-  applyFeedback(m: FeedbackMessage): FeedbackOutcome {
+  applyFeedback(m: FeedbackMessage, options: { adoptUnknownJob?: boolean } = {}): FeedbackOutcome {
     return this.#db.transaction((): FeedbackOutcome => {
-      const row = this.#sql<[string], JobRow>('SELECT * FROM jobs WHERE job_id = ?').get(m.jobId);
+      let row = this.#sql<[string], JobRow>('SELECT * FROM jobs WHERE job_id = ?').get(m.jobId);
+      if (!row && options.adoptUnknownJob) row = this.#adoptOfflineJob(m);
       if (!row || row.device_id !== m.deviceId) return 'unknown-job';
       if (!this.markEventSeen(`feedback:${m.messageId}`, m.timestamp)) return 'duplicate';
+      // An offline job started when its earliest message says, whichever message arrived first.
+      if (row.origin === 'offline') {
+        this.#sql('UPDATE jobs SET created_at = MIN(created_at, ?) WHERE job_id = ?').run(new Date(m.timestamp).toISOString(), m.jobId);
+      }
       // Every message goes to the history; only a newer one (by the job's own sequence) moves the current state,
       // and nothing moves a job out of a terminal state.
       this.addHistory(m.deviceId, {
@@ -342,6 +350,23 @@ export class SqliteStore implements DispatcherStore {
       }
       return 'applied';
     })();
+  }
+
+  /** Records a job an orchestrator ran without the dispatcher, if its device is that gateway or behind it. */
+  #adoptOfflineJob(m: FeedbackMessage): JobRow | undefined {
+    const device = this.#sql<[string], DeviceRow>('SELECT * FROM devices WHERE device_id = ?').get(m.deviceId);
+    if (!device || (device.device_id !== m.gatewayId && device.parent_id !== m.gatewayId)) return undefined;
+    const updateId = formatUpdateId(m.updateId);
+    const startedAt = new Date(m.timestamp).toISOString();
+    this.#sql(
+      `INSERT INTO jobs (job_id, device_id, gateway_id, update_id, delivery_state, payload, twin_payload, next_attempt_at, created_at, state, origin)
+       VALUES (?, ?, ?, ?, 'none', '', '', 0, ?, 'inProgress', 'offline')`,
+    ).run(m.jobId, m.deviceId, m.gatewayId, updateId, startedAt);
+    this.addHistory(m.deviceId, {
+      at: new Date().toISOString(), jobId: m.jobId, kind: 'delivery', step: undefined, status: 'offlineJobRecorded', resultCode: undefined, extendedResultCode: undefined,
+      details: `${updateId} run by ${m.gatewayId}/otaOrchestrator without the dispatcher (offline); learnt from its feedback`,
+    });
+    return this.#sql<[string], JobRow>('SELECT * FROM jobs WHERE job_id = ?').get(m.jobId);
   }
 
   jobStatus(jobId: string): JobStatus | undefined {

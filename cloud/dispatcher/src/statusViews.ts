@@ -1,5 +1,5 @@
 import type { DeploymentPlanner } from './deploymentPlanner.ts';
-import type { DeviceRecord, DispatcherStore, JobStatus } from './store.ts';
+import type { DeviceRecord, DispatcherStore, JobOrigin, JobStatus } from './store.ts';
 
 // What the API shows: a device with its assigned and installed software and where its current job is, the
 // fleet counted by state per update and per group, and the failed devices with the step and codes that failed.
@@ -7,6 +7,8 @@ import type { DeviceRecord, DispatcherStore, JobStatus } from './store.ts';
 export interface JobView {
   jobId: string;
   updateId: string;
+  /** `dispatched` (recorded and delivered by the dispatcher) or `offline` (run by an orchestrator without it, reported later). */
+  origin: JobOrigin;
   /** pending | delivered | inProgress | succeeded | failed | cancelled */
   state: string;
   delivery: { state: string; attempts: number; twinWritten: boolean; lastError: string | undefined; deliveredAt: string | undefined } | undefined;
@@ -51,6 +53,7 @@ export class StatusViews {
       return {
         jobId: job.jobId,
         updateId: job.updateId,
+        origin: job.origin,
         state: stateOf(job, d?.state),
         delivery: d ? { state: d.state, attempts: d.attempts, twinWritten: d.twinWritten, lastError: d.lastError, deliveredAt: d.deliveredAt } : undefined,
         step: job.step,

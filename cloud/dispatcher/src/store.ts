@@ -61,10 +61,17 @@ export interface DeliveryRecord {
   deliveredAt: string | undefined;
 }
 
+/**
+ * `dispatched`: the dispatcher recorded and delivered the job. `offline`: an orchestrator ran it without the
+ * dispatcher (USB drop-in bundle, cloud cut off) and the dispatcher learnt of it from its feedback.
+ */
+export type JobOrigin = 'dispatched' | 'offline';
+
 export interface JobStatus {
   jobId: string;
   deviceId: string;
   updateId: string;
+  origin: JobOrigin;
   step: string | undefined;
   status: string | undefined;
   lastSequence: number;
@@ -126,6 +133,7 @@ export interface DispatcherStore {
   // deliveries
   /** Records a delivery (before it is attempted); false if the job exists already. */
   insertDelivery(delivery: DeliveryRecord): boolean;
+  /** Deliveries are the dispatched jobs only: an offline job has none. */
   getDelivery(jobId: string): DeliveryRecord | undefined;
   deliveriesFor(deviceId: string): DeliveryRecord[];
   dueDeliveries(now: number, limit: number): DeliveryRecord[];
@@ -139,7 +147,14 @@ export interface DispatcherStore {
   /** Records an event id; false if it was seen before (the event is a duplicate). */
   markEventSeen(eventId: string, at: string): boolean;
   isEventSeen(eventId: string): boolean;
-  applyFeedback(message: FeedbackMessage): FeedbackOutcome;
+  /**
+   * Applies one feedback message to its job. A message for a job the store does not know is `unknown-job`,
+   * unless `adoptUnknownJob` is set (the caller has checked that the sender is the otaOrchestrator of
+   * `message.gatewayId`) and `message.deviceId` is a known device that is that gateway or has it as parent: then
+   * the job is recorded with origin `offline` (gateway and update from the message, created at the earliest
+   * feedback timestamp seen) and the message is applied like any other, in the same transaction.
+   */
+  applyFeedback(message: FeedbackMessage, options?: { adoptUnknownJob?: boolean }): FeedbackOutcome;
   jobStatus(jobId: string): JobStatus | undefined;
   jobsFor(deviceId: string): JobStatus[];
   history(deviceId: string, limit: number): HistoryEntry[];

@@ -111,6 +111,55 @@ export function storeContract(name: string, open: () => { store: DispatcherStore
       }
     });
 
+    it('records a job it did not create when its sender vouches for it and the device is that gateway or behind it', () => {
+      const { store, cleanup } = open();
+      try {
+        store.insertDevice(device('gw', { parentId: undefined, isGateway: true }));
+        store.insertDevice(device('d'));
+        store.insertDevice(device('elsewhere', { parentId: 'gw-2' }));
+        // Without the sender's word nothing is adopted.
+        expect(store.applyFeedback(feedback('usb-1', 'd', 0, 'job', 'started'))).toBe('unknown-job');
+        expect(store.jobStatus('usb-1')).toBeUndefined();
+        // Unknown devices and devices behind another gateway stay unknown jobs.
+        expect(store.applyFeedback(feedback('usb-x', 'ghost', 0, 'job', 'started'), { adoptUnknownJob: true })).toBe('unknown-job');
+        expect(store.applyFeedback(feedback('usb-y', 'elsewhere', 0, 'job', 'started'), { adoptUnknownJob: true })).toBe('unknown-job');
+        expect(store.jobStatus('usb-x')).toBeUndefined();
+        expect(store.jobStatus('usb-y')).toBeUndefined();
+        expect(store.history('elsewhere', 10)).toEqual([]);
+
+        // Arriving out of order: the earliest message still dates the job.
+        expect(store.applyFeedback(feedback('usb-1', 'd', 1, 'install', 'succeeded'), { adoptUnknownJob: true })).toBe('applied');
+        expect(store.jobStatus('usb-1')).toMatchObject({ origin: 'offline', deviceId: 'd', updateId: 'P/N@1.0', step: 'install', terminal: false });
+        expect(store.getDelivery('usb-1')).toBeUndefined();
+        expect(store.deliveriesFor('d')).toEqual([]);
+        expect(store.dueDeliveries(Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
+        expect(store.applyFeedback(feedback('usb-1', 'd', 0, 'job', 'started'), { adoptUnknownJob: true })).toBe('stale');
+        expect(store.applyFeedback(feedback('usb-1', 'd', 0, 'job', 'started'), { adoptUnknownJob: true })).toBe('duplicate');
+        expect(store.applyFeedback(feedback('usb-1', 'd', 2, 'job', 'succeeded', { installedVersion: '1.0' }), { adoptUnknownJob: true })).toBe('applied');
+        expect(store.applyFeedback(feedback('usb-1', 'd', 2, 'job', 'succeeded', { installedVersion: '1.0' }), { adoptUnknownJob: true })).toBe('duplicate');
+        expect(store.jobStatus('usb-1')).toMatchObject({ origin: 'offline', step: 'job', status: 'succeeded', terminal: true, lastSequence: 2 });
+        expect(store.getDevice('d')?.installedVersion).toBe('1.0');
+        const history = store.history('d', 100);
+        expect(history.filter((h) => h.kind === 'feedback').map((h) => `${h.step}:${h.status}`)).toEqual(['install:succeeded', 'job:started', 'job:succeeded']);
+        expect(history.some((h) => h.kind === 'delivery' && h.status === 'offlineJobRecorded' && h.jobId === 'usb-1')).toBe(true);
+        expect(store.countsByUpdate()).toEqual([{ updateId: 'P/N@1.0', state: 'succeeded', count: 1 }]);
+
+        // The gateway's own offline job, a failure, shows in the failed list.
+        expect(store.applyFeedback(feedback('usb-2', 'gw', 0, 'install', 'failed', { resultCode: 0, extendedResultCode: 9, updateId: { provider: 'P', name: 'GW', version: '2.0' } }), { adoptUnknownJob: true })).toBe('applied');
+        expect(store.applyFeedback(feedback('usb-2', 'gw', 1, 'job', 'failed', { resultCode: 0, extendedResultCode: 9, updateId: { provider: 'P', name: 'GW', version: '2.0' } }), { adoptUnknownJob: true })).toBe('applied');
+        expect(store.jobsFor('gw')).toEqual([expect.objectContaining({ jobId: 'usb-2', origin: 'offline', updateId: 'P/GW@2.0', status: 'failed' })]);
+        expect(store.failedDevices(10)).toEqual([expect.objectContaining({ deviceId: 'gw', jobId: 'usb-2', step: 'install', extendedResultCode: 9 })]);
+
+        // A dispatched job stays dispatched, and a known job id for another device stays unknown.
+        store.insertDelivery(delivery('j', 'd', { createdAt: '2026-11-22T02:00:00.000Z' }));
+        expect(store.jobStatus('j')?.origin).toBe('dispatched');
+        expect(store.applyFeedback(feedback('j', 'gw', 0, 'job', 'started'), { adoptUnknownJob: true })).toBe('unknown-job');
+        expect(store.jobsFor('d').map((j) => [j.jobId, j.origin])).toEqual([['usb-1', 'offline'], ['j', 'dispatched']]);
+      } finally {
+        cleanup();
+      }
+    });
+
     it('keeps checkpoints and grants ownership only against the etag last seen', () => {
       const { store, cleanup } = open();
       try {
