@@ -107,7 +107,8 @@ export async function runFactory(options: FactoryOptions): Promise<FactoryResult
   }
 
   // 1. Read everything and refuse conflicts before the first write.
-  const conflicts: Array<{ code: 'IDENTITY_CONFLICT' | 'DISPATCHER_CONFLICT'; text: string }> = [];
+  const conflicts: Array<{ code: 'IDENTITY_CONFLICT' | 'DISPATCHER_CONFLICT' | 'UPDATE_NOT_IN_CATALOG'; text: string }> = [];
+  const catalog = new Map<string, boolean>();
   for (const entry of entries) {
     entry.existing = await store.get(entry.wanted.deviceId);
     const auth = entry.existing?.authentication?.type;
@@ -117,13 +118,25 @@ export async function runFactory(options: FactoryOptions): Promise<FactoryResult
     if (entry.record) {
       const conflict = dispatcherConflict(entry.record, entry.wanted);
       if (conflict) conflicts.push({ code: 'DISPATCHER_CONFLICT', text: conflict });
-    } else if (entry.existing) {
+    } else if (entry.wanted.updateId) {
+      const updateId = entry.wanted.updateId;
+      if (!catalog.has(updateId)) catalog.set(updateId, await dispatcher.hasUpdate(updateId));
+      if (!catalog.get(updateId)) {
+        conflicts.push({ code: 'UPDATE_NOT_IN_CATALOG', text: `${updateId} (for ${entry.wanted.deviceId}) is not in the dispatcher's catalog: import it first (POST /updates or /updates/bundle)` });
+      }
+    }
+    if (!entry.record && entry.existing) {
       conflicts.push({ code: 'DISPATCHER_CONFLICT', text: `${entry.wanted.deviceId} exists in IoT Hub but not in the dispatcher: the dispatcher API ` +
-        'cannot adopt an existing identity (delete it in IoT Hub, or run without --dispatcher)' });
+        'cannot adopt an existing identity (if it was created just now, the dispatcher may not have seen its lifecycle event yet: run again; ' +
+        'otherwise delete it in IoT Hub, or run without --dispatcher)' });
     }
   }
   if (conflicts.length > 0) {
     throw new FactoryError(conflicts[0]!.code, `nothing was changed:\n  ${conflicts.map((c) => c.text).join('\n  ')}`);
+  }
+
+  if (!dispatcher && entries.some((e) => e.wanted.updateId)) {
+    options.log?.('note: without --dispatcher the software and firmware of the topology are only written to gateway.json, not assigned');
   }
 
   // 2. Identities (and dispatcher records), parents first.

@@ -74,6 +74,14 @@ export class DispatcherClient {
     return new FactoryError('DISPATCHER_REFUSED', `${what}: the dispatcher refused with ${code}: ${message}`);
   }
 
+  /** Whether the catalog has the update (`provider/name@version`). */
+  async hasUpdate(updateId: string): Promise<boolean> {
+    const result = await this.#call('GET', `/updates/${encodeURIComponent(updateId)}`);
+    if (result.status === 404) return false;
+    if (result.status !== 200) throw this.#refused(`reading update ${updateId}`, result.status, result.body);
+    return true;
+  }
+
   async getDevice(deviceId: string): Promise<DispatcherDevice | undefined> {
     const result = await this.#call('GET', `/devices/${encodeURIComponent(deviceId)}`);
     if (result.status === 404) return undefined;

@@ -139,7 +139,8 @@ describe('factory setup on the emulator', () => {
       expect(doc.deviceScope, mcu).toBe(gateway.deviceScope);
     }
 
-    expect(lines.slice(0, 6)).toEqual([
+    expect(lines[0]).toBe('note: without --dispatcher the software and firmware of the topology are only written to gateway.json, not assigned');
+    expect(lines.slice(1, 7)).toEqual([
       'created identity plant-top: edge gateway, top layer',
       'created identity line-1: edge gateway under plant-top',
       'created identity cell-3: edge gateway under line-1',
