@@ -2,7 +2,8 @@ import { createServer } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { afterEach, describe, expect, it } from 'vitest';
 import { generateManifest } from '../../deployment/src/manifestCheck.ts';
-import { checkConfig, freePort, hasNginx, proxyCertificates, proxyOf, renderProxyConfig, startProxy } from './support/apiProxyNginx.ts';
+import { checkConfig, hasNginx, proxyCertificates, proxyOf, renderProxyConfig, startProxy } from './support/apiProxyNginx.ts';
+import { freePort } from '../support/freePort.ts';
 
 // The API proxy's nginx configuration travels base64 in a module twin and is only parsed on a gateway. Here it is
 // rendered the way the proxy module renders it and checked with nginx, for a top-layer and a lower-layer gateway.

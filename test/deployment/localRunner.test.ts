@@ -1,6 +1,6 @@
 import iothub from 'azure-iothub';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { freePort } from '../support/freePort.ts';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,14 +18,6 @@ const { Registry } = iothub;
 // The local runner against a real emulator process: it must leave the emulator in the state a real gateway's
 // edgeAgent would (identities, routes), start our modules with aziot-edged's environment, restart them as their
 // restartPolicy says, and leave nothing running when stopped.
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 async function eventually<T>(check: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 20_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -170,7 +162,7 @@ describe('local runner against the hub emulator', () => {
 
     // The routes are in $edgeHub's twin, where the emulator's edgeHub reads them.
     const hubTwin = (await registry.getModuleTwin('gw-runner', '$edgeHub')).responseBody as unknown as { properties: { desired: { routes: Record<string, { route: string }> } } };
-    expect(Object.values(hubTwin.properties.desired.routes).map((r) => r.route)).toContain('FROM /messages/modules/otaOrchestrator/outputs/feedback INTO $upstream');
+    expect(Object.values(hubTwin.properties.desired.routes).map((r) => r.route)).toContain("FROM /messages/* WHERE $connectionModuleId = 'otaOrchestrator' INTO $upstream");
 
     const pids = [...edge.modules.values()].map((m) => m.pid!);
     await edge.stop();

@@ -8,7 +8,8 @@ import type { HubProcess } from '../../cloud/hubEmulator/src/index.ts';
 import { startHubProcess } from '../../cloud/hubEmulator/src/index.ts';
 import { startLocalEdge } from '../../deployment/src/localRunner.ts';
 import { generateManifest } from '../../deployment/src/manifestCheck.ts';
-import { freePort, hasNginx, proxyCertificates, proxyOf, renderProxyConfig, startProxy } from './support/apiProxyNginx.ts';
+import { hasNginx, proxyCertificates, proxyOf, renderProxyConfig, startProxy } from './support/apiProxyNginx.ts';
+import { freePort } from '../support/freePort.ts';
 
 // The nested design end to end, from the generated manifests: a child gateway's contentCache (child manifest, run by
 // the local runner) fills from its parent's contentCache (parent manifest) through the parent's API proxy (the

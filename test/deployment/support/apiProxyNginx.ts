@@ -28,14 +28,6 @@ export function proxyOf(manifest: JsonObject): { env: Record<string, string>; co
   return { env, config: Buffer.from(twin.proxy_config, 'base64').toString('utf8') };
 }
 
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 /** A directory with the files the proxy module puts beside its configuration: server.crt, private_key.pem, trustedCA.crt. */
 export function proxyCertificates(hostName: string): { dir: string; certFile: string } {
   const dir = mkdtempSync(path.join(tmpdir(), 'api-proxy-'));
