@@ -208,6 +208,11 @@ export function finaliseManifest(expanded: JsonObject): JsonObject {
   return manifest;
 }
 
+/** A route whose source is one of our modules: by its output path, or by `$connectionModuleId` (which also covers that module on child gateways). */
+function startsAtModule(route: string, moduleId: string): boolean {
+  return route.includes(`/messages/modules/${moduleId}/`) || route.includes(`$connectionModuleId = '${moduleId}'`);
+}
+
 /**
  * A layered deployment: the same modules, routes and module twins as paths into the base deployment's twins
  * (`properties.desired.modules.<m>`, `properties.desired.routes.<r>`), so it adds to whatever base the gateway has.
@@ -221,7 +226,7 @@ export function toLayered(manifest: JsonObject): JsonObject {
     // base deployment's decision, and a layer must not change it.
     $edgeHub: Object.fromEntries(
       Object.entries(hub.routes as JsonObject)
-        .filter(([, route]) => Object.keys(agent.modules as JsonObject).some((id) => JSON.stringify(route).includes(`/messages/modules/${id}/`)))
+        .filter(([, route]) => Object.keys(agent.modules as JsonObject).some((id) => startsAtModule(JSON.stringify(route), id)))
         .map(([name, route]) => [`properties.desired.routes.${name}`, route]),
     ),
   };

@@ -89,7 +89,7 @@ describe('deployment templates', () => {
 
   it('has the routes between our modules and $upstream that the architecture fixes', () => {
     const routes = Object.values(routesOf(finaliseManifest(expandTemplate(readTemplate(false), base)))).map((r) => r.route);
-    expect(routes).toContain('FROM /messages/modules/otaOrchestrator/outputs/feedback INTO $upstream');
+    expect(routes).toContain("FROM /messages/* WHERE $connectionModuleId = 'otaOrchestrator' INTO $upstream");
     expect(routes).toContain('FROM /messages/modules/serialTranslator/outputs/mcuProgress INTO BrokeredEndpoint("/modules/otaOrchestrator/inputs/mcuProgress")');
     expect(routes).toContain('FROM /messages/* WHERE NOT IS_DEFINED($connectionModuleId) INTO $upstream');
   });
