@@ -39,12 +39,17 @@ export interface Orchestrator {
   stop(): Promise<void>;
 }
 
-/** Where the module fetches an artifact: the gateway's content cache (which fills from its parent), then the origin. */
+/**
+ * Where the module fetches an artifact: the gateway's content cache (which fills from its parent), then the origin.
+ * Only an http(s) origin is passed to the cache to fill from; a file: origin (a USB bundle's file) is imported into
+ * the cache by the drop-in, so the cache is asked for the hash alone, and the file stays the fallback.
+ */
 export function artifactSources(configuration: Pick<OrchestratorConfiguration, 'contentCacheUrl' | 'contentCacheToken'>, originUrl: string, sha256Hex: string): ArtifactSource[] {
   const direct: ArtifactSource = { url: originUrl };
   if (!configuration.contentCacheUrl) return [direct];
+  const fillable = /^https?:/i.test(originUrl);
   const cached: ArtifactSource = {
-    url: `${configuration.contentCacheUrl}/sha256/${sha256Hex}?origin=${encodeURIComponent(originUrl)}`,
+    url: `${configuration.contentCacheUrl}/sha256/${sha256Hex}${fillable ? `?origin=${encodeURIComponent(originUrl)}` : ''}`,
     ...(configuration.contentCacheToken ? { headers: { authorization: `Bearer ${configuration.contentCacheToken}` } } : {}),
   };
   return [cached, direct];
