@@ -1,3 +1,92 @@
-// The end-to-end demo lands with the deployment issue; until then the command exists and says so.
-process.stderr.write('npm run demo: not yet available (the end-to-end demo is not built yet; see README.md)\n');
-process.exitCode = 2;
+import { spawn, spawnSync } from 'node:child_process';
+import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { loadOrCreateCertificateAuthority } from '../../cloud/hubEmulator/src/index.ts';
+import { runDemo } from './demoScenario.ts';
+import { renderSummary } from './demoSummary.ts';
+
+// `npm run demo [-- --json] [--state-dir DIR] [--no-usb] [--verbose]`: the whole product on this machine (see
+// demoScenario.ts). Prints the flow live and a status table; exits 0 only when every check of the summary passed.
+// With --json the live lines go to stderr and stdout's last line is the summary as one JSON object.
+
+const usage = 'usage: npm run demo -- [--json] [--state-dir DIR] [--no-usb] [--verbose]';
+const repositoryRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+let values;
+try {
+  values = parseArgs({
+    options: {
+      json: { type: 'boolean', default: false },
+      'state-dir': { type: 'string', default: path.join(repositoryRoot, '.state', 'demo') },
+      'no-usb': { type: 'boolean', default: false },
+      verbose: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  }).values;
+} catch (error) {
+  process.stderr.write(`demo: ${(error as Error).message}\n${usage}\n`);
+  process.exit(2);
+}
+if (values.help) {
+  process.stdout.write(`${usage}\n`);
+  process.exit(0);
+}
+
+// The simulated MCU is the C firmware sample built for this machine, on a pseudo-terminal pair from socat.
+const missing = ['socat', 'make', 'gcc'].filter((tool) => spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0);
+if (missing.length > 0) {
+  process.stderr.write(`demo: missing ${missing.join(', ')} (the simulated MCU needs them). Install them with\n`
+    + '  sh deployment/prerequisites.sh demo\nor: apt-get install socat make gcc libc6-dev\n');
+  process.exit(3);
+}
+
+const stateDir = path.resolve(values['state-dir']);
+const caDir = path.join(stateDir, 'ca');
+const REEXEC = 'EDGE_OTA_DEMO_STAGE';
+
+if (process.env[REEXEC] !== 'run') {
+  // A fresh state for every run, then the demo again with Node trusting the emulator's CA: the Azure service SDK has
+  // no CA option and Node reads NODE_EXTRA_CA_CERTS only when it starts.
+  rmSync(stateDir, { recursive: true, force: true });
+  mkdirSync(stateDir, { recursive: true });
+  const ca = await loadOrCreateCertificateAuthority(caDir);
+  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+    stdio: 'inherit',
+    env: { ...process.env, NODE_EXTRA_CA_CERTS: ca.certFile, [REEXEC]: 'run' },
+  });
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => child.kill(signal));
+  child.once('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+} else {
+  const live = values.json ? (line: string) => void process.stderr.write(`${line}\n`) : (line: string) => void process.stdout.write(`${line}\n`);
+  const moduleLogFile = path.join(stateDir, 'modules.log');
+  const moduleLog = values.verbose ? (line: string) => void process.stderr.write(`${line}\n`) : (line: string) => appendFileSync(moduleLogFile, `${line}\n`);
+  live(`edge-ota demo: state in ${path.relative(process.cwd(), stateDir) || '.'}, module output in ${path.relative(process.cwd(), moduleLogFile)}`);
+  let stopping = false;
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      if (stopping) return;
+      stopping = true;
+      live(`demo: ${signal}, stopping`);
+      // runDemo's cleanups stop every process; the emulator and modules also stop when this process ends.
+      setTimeout(() => process.exit(130), 10_000).unref();
+    });
+  }
+  try {
+    const summary = await runDemo({ stateDir, caDir, usb: !values['no-usb'], out: live, moduleLog });
+    if (values.json) {
+      process.stderr.write(`${renderSummary(summary)}\n`);
+      process.stdout.write(`${JSON.stringify(summary)}\n`);
+    } else {
+      process.stdout.write(`${renderSummary(summary)}\n`);
+    }
+    process.exitCode = summary.ok ? 0 : 1;
+  } catch (error) {
+    process.stderr.write(`demo failed: ${(error as Error).stack ?? String(error)}\nmodule output: ${moduleLogFile}\n`);
+    process.exitCode = 1;
+  }
+  // Handles the SDK clients keep (keep-alive sockets, timers) must not hold the demo open once it is done.
+  setTimeout(() => process.exit(), 2_000).unref();
+}
