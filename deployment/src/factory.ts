@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { FileAction } from './factoryBundles.ts';
-import { sha256OfFile, writeGatewayBundle } from './factoryBundles.ts';
+import { BUNDLE_FILES, sha256OfFile, writeGatewayBundle } from './factoryBundles.ts';
+import type { EdgeRoot } from './factoryCertificates.ts';
+import { edgeCaStillGood, issueEdgeCa, loadOrCreateEdgeRoot } from './factoryCertificates.ts';
 import type { DispatcherDevice, WantedDevice } from './factoryDispatcher.ts';
 import { DispatcherClient, dispatcherConflict } from './factoryDispatcher.ts';
 import type { HubTarget, IdentityDoc, IdentityStore } from './factoryIdentities.ts';
@@ -35,8 +37,12 @@ export interface FactoryOptions {
   dispatcher?: string | DispatcherClient;
   /** Default `./factory-out`. */
   outDir?: string;
-  /** PEM for `trust_bundle_cert`; default the hub.json `caFile`, if any. */
+  /** PEM for `trust_bundle_cert`; default the hub.json `caFile`, if any. The edge root is added to it. */
   trustBundleFile?: string;
+  /** Folder of the hierarchy's root CA (created when empty): each gateway gets an edge CA issued by it. */
+  edgeCaDir?: string;
+  /** Validity of a newly issued edge CA; default 365 days. */
+  edgeCaDays?: number;
   /** Each action as it happens, one line. */
   log?: (line: string) => void;
 }
@@ -81,6 +87,8 @@ export async function runFactory(options: FactoryOptions): Promise<FactoryResult
     }
     if (!trustBundlePem.includes('-----BEGIN CERTIFICATE-----')) throw new FactoryError('USAGE', `trust bundle ${trustFile} holds no PEM certificate`);
   }
+  const edgeCaDays = options.edgeCaDays ?? 365;
+  if (!Number.isInteger(edgeCaDays) || edgeCaDays < 31) throw new FactoryError('USAGE', '--edge-ca-days must be an integer of at least 31');
 
   // A first-boot bundle that is not the one the topology names stops the run before anything is written.
   for (const gateway of topology.gateways) {
@@ -89,6 +97,16 @@ export async function runFactory(options: FactoryOptions): Promise<FactoryResult
     if (actual !== gateway.firstBootBundleSha256) {
       throw new FactoryError('BUNDLE_HASH_MISMATCH', `${gateway.firstBootBundle} has sha256 ${actual}, the topology expects ${gateway.firstBootBundleSha256} (gateway ${gateway.id}); nothing was changed`);
     }
+  }
+
+  // The hierarchy's root is loaded (or made) before the first hub write, so a missing openssl or a wrong key stops
+  // the run while nothing has changed.
+  let edgeRoot: EdgeRoot | undefined;
+  if (options.edgeCaDir) {
+    const root = await loadOrCreateEdgeRoot(path.resolve(options.edgeCaDir));
+    if (root.created) options.log?.(`note: created the hierarchy's root CA ${root.certFile} (keep its key safe; it signs every gateway's edge CA)`);
+    edgeRoot = root;
+    trustBundlePem = trustBundlePem ? `${trustBundlePem.trim()}\n${root.certPem.trim()}\n` : root.certPem;
   }
 
   const actions: FactoryAction[] = [];
@@ -177,7 +195,16 @@ export async function runFactory(options: FactoryOptions): Promise<FactoryResult
       if (!key) throw new FactoryError('IDENTITY_CONFLICT', `${mcu.id} has no primary key`);
       mcuKeys[mcu.id] = key;
     }
+    let edgeCa: { chainPem: string; keyPem: string } | undefined;
+    if (edgeRoot) {
+      const chainFile = path.join(outDir, gateway.id, BUNDLE_FILES.edgeCaCert);
+      const keyFile = path.join(outDir, gateway.id, BUNDLE_FILES.edgeCaKey);
+      edgeCa = edgeCaStillGood(edgeRoot, gateway.id, chainFile, keyFile)
+        ? { chainPem: readFileSync(chainFile, 'utf8'), keyPem: readFileSync(keyFile, 'utf8') }
+        : await issueEdgeCa(edgeRoot, gateway.id, edgeCaDays);
+    }
     const files = await writeGatewayBundle(outDir, {
+      ...(edgeCa ? { edgeCa } : {}),
       gateway,
       ...(gateway.parent ? { parent: byId.get(gateway.parent)! } : {}),
       iothubHostName: options.hub.hostName,

@@ -16,6 +16,8 @@ export const INSTALL_PATHS = {
   config: '/etc/aziot/config.toml',
   deviceKey: '/var/secrets/aziot/edge-ota-device-id.key',
   trustBundle: '/var/aziot/certs/edge-ota-trust-bundle.pem',
+  edgeCaCert: '/var/aziot/certs/edge-ota-edge-ca.pem',
+  edgeCaKey: '/var/aziot/secrets/edge-ota-edge-ca.key.pem',
   usbDropIn: '/media/edge-ota-usb',
 } as const;
 
@@ -24,6 +26,8 @@ export const BUNDLE_FILES = {
   connectionString: 'connection-string.txt',
   deviceKey: 'device-id.key',
   trustBundle: 'trust-bundle.pem',
+  edgeCaCert: 'edge-ca.pem',
+  edgeCaKey: 'edge-ca.key.pem',
   mcuKeys: 'mcu-keys.json',
   firstBoot: 'first-boot.otabundle',
   summary: 'gateway.json',
@@ -156,10 +160,22 @@ export interface GatewayBundleInput {
   trustBundlePem?: string;
   /** MCU id -> primary key (SERIAL_MCU_KEYS_FILE of the serial translator). */
   mcuKeys: Record<string, string>;
+  /** The gateway's edge CA (certificate chain to the hierarchy root, and key), with --edge-ca-dir. */
+  edgeCa?: { chainPem: string; keyPem: string };
 }
 
 /** /etc/aziot/config.toml for IoT Edge 1.6, manual provisioning with the device's SAS key from a file. */
 export function renderConfigToml(input: Omit<GatewayBundleInput, 'deviceKey' | 'connectionString' | 'mcuKeys'>): string {
+  const edgeCa = input.edgeCa
+    ? [
+      '',
+      '# The edge CA issues the server certificates of edgeHub and of the API proxy (for hostname above); it chains to',
+      '# the root in trust_bundle_cert, which every layer of the hierarchy trusts.',
+      '[edge_ca]',
+      `cert = ${tomlString(`file://${INSTALL_PATHS.edgeCaCert}`)}`,
+      `pk = ${tomlString(`file://${INSTALL_PATHS.edgeCaKey}`)}`,
+    ]
+    : ['', '# No [edge_ca]: aziot-edged makes a quickstart edge CA that no child trusts. Run the factory with --edge-ca-dir for a hierarchy.'];
   const { gateway, parent } = input;
   const lines = [
     `# /etc/aziot/config.toml of gateway ${gateway.id} (IoT Edge 1.6), written by the edge-ota factory (npm run factory).`,
@@ -185,6 +201,7 @@ export function renderConfigToml(input: Omit<GatewayBundleInput, 'deviceKey' | '
     'method = "sas"',
     `# The primary key as raw bytes (device-id.key of this bundle), readable by aziotks only.`,
     `device_id_pk = { uri = ${tomlString(`file://${INSTALL_PATHS.deviceKey}`)} }`,
+    ...edgeCa,
     '',
     '[agent]',
     'name = "edgeAgent"',
@@ -230,6 +247,13 @@ export async function writeGatewayBundle(outDir: string, input: GatewayBundleInp
   await put(BUNDLE_FILES.deviceKey, Buffer.from(input.deviceKey, 'base64'), SECRET_MODE);
   if (input.trustBundlePem) await put(BUNDLE_FILES.trustBundle, input.trustBundlePem, PUBLIC_MODE);
   else await drop(BUNDLE_FILES.trustBundle);
+  if (input.edgeCa) {
+    await put(BUNDLE_FILES.edgeCaCert, input.edgeCa.chainPem, PUBLIC_MODE);
+    await put(BUNDLE_FILES.edgeCaKey, input.edgeCa.keyPem, SECRET_MODE);
+  } else {
+    await drop(BUNDLE_FILES.edgeCaCert);
+    await drop(BUNDLE_FILES.edgeCaKey);
+  }
   if (gateway.mcus.length > 0) await put(BUNDLE_FILES.mcuKeys, `${JSON.stringify(input.mcuKeys, null, 2)}\n`, SECRET_MODE);
   else await drop(BUNDLE_FILES.mcuKeys);
 
@@ -259,6 +283,7 @@ export async function writeGatewayBundle(outDir: string, input: GatewayBundleInp
       [BUNDLE_FILES.config]: INSTALL_PATHS.config,
       [BUNDLE_FILES.deviceKey]: INSTALL_PATHS.deviceKey,
       ...(input.trustBundlePem ? { [BUNDLE_FILES.trustBundle]: INSTALL_PATHS.trustBundle } : {}),
+      ...(input.edgeCa ? { [BUNDLE_FILES.edgeCaCert]: INSTALL_PATHS.edgeCaCert, [BUNDLE_FILES.edgeCaKey]: INSTALL_PATHS.edgeCaKey } : {}),
       ...(gateway.mcus.length > 0 ? { [BUNDLE_FILES.mcuKeys]: 'the serialTranslator volume: /var/lib/edge-ota/serial-translator/mcu-keys.json' } : {}),
       ...(firstBoot ? { [BUNDLE_FILES.firstBoot]: firstBoot.installAs } : {}),
     },

@@ -8,12 +8,13 @@ import type { HubTarget } from './factoryIdentities.ts';
 import { FactoryError } from './factoryTopology.ts';
 
 // `npm run factory -- --topology topology.json --hub <hub.json | service connection string> [--dispatcher URL]
-//   [--out DIR] [--trust-bundle PEM] [--json]`
+//   [--out DIR] [--trust-bundle PEM] [--edge-ca-dir DIR [--edge-ca-days N]] [--json]`
 // Exit codes: 0 done, 2 bad command line or topology (nothing was written), 1 anything else (hub, dispatcher,
 // conflicts, output); the message names the stable code.
 
 const usage = `usage: npm run factory -- --topology FILE --hub <hub.json | HostName=...;SharedAccessKeyName=...;SharedAccessKey=...>
-         [--dispatcher http://host:port] [--out DIR (default ./factory-out)] [--trust-bundle PEM] [--json]`;
+         [--dispatcher http://host:port] [--out DIR (default ./factory-out)] [--trust-bundle PEM]
+         [--edge-ca-dir DIR [--edge-ca-days 365]] [--json]`;
 
 const INPUT_CODES = new Set(['USAGE', 'HUB_INVALID']);
 
@@ -25,7 +26,9 @@ function fail(error: unknown, json: boolean): never {
   process.exit(INPUT_CODES.has(factoryError.code) || factoryError.code.startsWith('TOPOLOGY_') ? 2 : 1);
 }
 
-let values: { topology?: string; hub?: string; dispatcher?: string; out: string; 'trust-bundle'?: string; json: boolean; help: boolean };
+let values: {
+  topology?: string; hub?: string; dispatcher?: string; out: string; 'trust-bundle'?: string; 'edge-ca-dir'?: string; 'edge-ca-days'?: string; json: boolean; help: boolean;
+};
 try {
   values = parseArgs({
     options: {
@@ -34,6 +37,8 @@ try {
       dispatcher: { type: 'string' },
       out: { type: 'string', default: 'factory-out' },
       'trust-bundle': { type: 'string' },
+      'edge-ca-dir': { type: 'string' },
+      'edge-ca-days': { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -76,6 +81,8 @@ if (hub.caFile && process.env.NODE_EXTRA_CA_CERTS !== hub.caFile) {
       outDir: fromCaller(values.out),
       ...(values.dispatcher ? { dispatcher: values.dispatcher } : {}),
       ...(values['trust-bundle'] ? { trustBundleFile: fromCaller(values['trust-bundle']) } : {}),
+      ...(values['edge-ca-dir'] ? { edgeCaDir: fromCaller(values['edge-ca-dir']) } : {}),
+      ...(values['edge-ca-days'] ? { edgeCaDays: Number(values['edge-ca-days']) } : {}),
       log: (line) => void process.stdout.write(`${line}\n`),
     });
     process.stdout.write(`${formatSummary(result)}\n`);
