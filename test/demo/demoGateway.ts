@@ -50,6 +50,18 @@ function required(edge: LocalEdge, moduleId: string, name: string): string {
   return value;
 }
 
+/** The cache answers /healthz once it listens; the orchestrator would retry, but the demo's live view should not. */
+async function cacheReady(edge: LocalEdge, cacheUrl: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!(await fetch(`${cacheUrl}/healthz`, { signal: AbortSignal.timeout(2_000) }).then((r) => r.ok, () => false))) {
+    if (Date.now() > deadline) {
+      await edge.stop();
+      throw new Error(`${edge.deviceId}'s contentCache did not answer on ${cacheUrl} within 30 s: ${edge.modules.get('contentCache')?.output ?? ''}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 export async function startDemoGateway(options: DemoGatewayOptions): Promise<DemoGateway> {
   const cachePort = await freePort();
   const cacheUrl = `http://127.0.0.1:${cachePort}`;
@@ -91,6 +103,7 @@ export async function startDemoGateway(options: DemoGatewayOptions): Promise<Dem
     },
     log: options.log,
   });
+  await cacheReady(edge, cacheUrl);
   return {
     deviceId: options.deviceId,
     edge,

@@ -53,7 +53,8 @@ if (process.env[REEXEC] !== 'run') {
   rmSync(stateDir, { recursive: true, force: true });
   mkdirSync(stateDir, { recursive: true });
   const ca = await loadOrCreateCertificateAuthority(caDir);
-  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+  // DEP0123: the emulator is addressed by its loopback IP, which TLS clients then pass as a server name.
+  const child = spawn(process.execPath, [...process.execArgv, '--disable-warning=DEP0123', fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
     stdio: 'inherit',
     env: { ...process.env, NODE_EXTRA_CA_CERTS: ca.certFile, [REEXEC]: 'run' },
   });
