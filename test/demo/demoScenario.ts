@@ -204,6 +204,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       });
     for (const gateway of [TOP, CHILD]) {
       const view = await finished(gateway);
+      await liveFeed.flush();
       say('demo', gateway, `job ${view.currentJob?.state ?? '?'}: installed ${view.installedVersion ?? '-'}`);
     }
 
@@ -222,6 +223,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     const firmwareWatch = watchFirmwareTwin(registry, MCU, say);
     cleanups.push(() => firmwareWatch.stop());
     const mcuView = await finished(MCU, '1.1.0');
+    await liveFeed.flush();
     say('demo', MCU, `job ${mcuView.currentJob?.state ?? '?'}: installed ${mcuView.installedVersion ?? '-'}`);
     await until(`${MCU}'s own twin to report 1.1.0`, 60_000, () => (firmwareWatch.latest.currentFwVersion === '1.1.0' ? true : undefined));
 
