@@ -8,8 +8,7 @@ import { createDispatcher } from '../../cloud/dispatcher/src/app.ts';
 import { readRootPublicFile, readSigningKeyFile, writeTestKeys } from '../../cloud/dispatcher/src/keyFiles.ts';
 import type { HubProcess } from '../../cloud/hubEmulator/src/index.ts';
 import { HubFaults, startHubProcess } from '../../cloud/hubEmulator/src/index.ts';
-import { startHostDevice, stopAll as stopFirmware } from '../../modules/serialTranslator/test/support/hostFirmware.ts';
-import type { HostDevice } from '../../modules/serialTranslator/test/support/hostFirmware.ts';
+import { startHostDevice, startQemuDeviceOnSocket, stopAll as stopFirmware } from '../../modules/serialTranslator/test/support/hostFirmware.ts';
 import type { DemoGateway } from './demoGateway.ts';
 import { startDemoGateway } from './demoGateway.ts';
 import type { FirmwareKeys, PublishedUpdate } from './demoUpdates.ts';
@@ -35,6 +34,8 @@ export interface DemoOptions {
   caDir: string;
   /** Part 2, the USB drop-in with the cloud cut off. */
   usb: boolean;
+  /** The MCU: the firmware sample built for this machine, or built for a Cortex-M3 board and run under qemu-system-arm. */
+  mcu: 'host' | 'qemu';
   /** Live lines (already formatted). */
   out: (line: string) => void;
   /** Module output lines. */
@@ -162,9 +163,9 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       say('api', body.deviceId, `created (edge gateway${body.parentId ? `, parent ${body.parentId}` : ''}), assigned ${body.updateId}`);
     }
 
-    const mcuDevice: HostDevice = await startHostDevice({ factoryVersion: '1.0.0' });
     cleanups.push(() => stopFirmware());
-    say('mcu', MCU, `firmware sample (host build, MCUboot slots, factory 1.0.0) on serial ${mcuDevice.pty.hostPath}`);
+    const mcuDevice = options.mcu === 'qemu' ? await startQemuDeviceOnSocket() : await startHostDevice({ factoryVersion: '1.0.0' });
+    say('mcu', MCU, `${options.mcu === 'qemu' ? 'firmware sample for mps2-an385 (Cortex-M3) under qemu-system-arm' : 'firmware sample (host build)'}, MCUboot slots, on serial ${mcuDevice.pty.hostPath}`);
 
     const top: DemoGateway = await startDemoGateway({
       hubInfo: hub.info, deviceId: TOP, stateDir: path.join(options.stateDir, 'edge', TOP), trustRootsFile: keyFiles.rootPublicFile,

@@ -7,11 +7,11 @@ import { loadOrCreateCertificateAuthority } from '../../cloud/hubEmulator/src/in
 import { runDemo } from './demoScenario.ts';
 import { renderSummary } from './demoSummary.ts';
 
-// `npm run demo [-- --json] [--state-dir DIR] [--no-usb] [--verbose]`: the whole product on this machine (see
+// `npm run demo [-- --json] [--state-dir DIR] [--mcu auto|host|qemu] [--no-usb] [--verbose]`: the whole product on this machine (see
 // demoScenario.ts). Prints the flow live and a status table; exits 0 only when every check of the summary passed.
 // With --json the live lines go to stderr and stdout's last line is the summary as one JSON object.
 
-const usage = 'usage: npm run demo -- [--json] [--state-dir DIR] [--no-usb] [--verbose]';
+const usage = 'usage: npm run demo -- [--json] [--state-dir DIR] [--mcu auto|host|qemu] [--no-usb] [--verbose]';
 const repositoryRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 let values;
@@ -21,6 +21,7 @@ try {
       json: { type: 'boolean', default: false },
       'state-dir': { type: 'string', default: path.join(repositoryRoot, '.state', 'demo') },
       'no-usb': { type: 'boolean', default: false },
+      mcu: { type: 'string', default: 'auto' },
       verbose: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -35,11 +36,19 @@ if (values.help) {
   process.exit(0);
 }
 
-// The simulated MCU is the C firmware sample built for this machine, on a pseudo-terminal pair from socat.
-const missing = ['socat', 'make', 'gcc'].filter((tool) => spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0);
+const has = (tool: string): boolean => spawnSync('sh', ['-c', `command -v ${tool}`]).status === 0;
+if (!['auto', 'host', 'qemu'].includes(values.mcu)) {
+  process.stderr.write(`demo: --mcu ${values.mcu}: expected auto, host or qemu\n${usage}\n`);
+  process.exit(2);
+}
+// The simulated MCU is the C firmware sample on a pseudo-terminal pair from socat: built for a Cortex-M3 board and
+// run under QEMU when QEMU and the Arm toolchain are installed (auto), otherwise built for this machine.
+const qemuTools = ['qemu-system-arm', 'arm-none-eabi-gcc'];
+const mcu = values.mcu === 'auto' ? (qemuTools.every(has) ? 'qemu' : 'host') : values.mcu as 'host' | 'qemu';
+const missing = ['socat', 'make', ...(mcu === 'qemu' ? qemuTools : ['gcc'])].filter((tool) => !has(tool));
 if (missing.length > 0) {
   process.stderr.write(`demo: missing ${missing.join(', ')} (the simulated MCU needs them). Install them with\n`
-    + '  sh deployment/prerequisites.sh demo\nor: apt-get install socat make gcc libc6-dev\n');
+    + `  sh deployment/prerequisites.sh ${mcu === 'qemu' ? 'test' : 'demo'}\n`);
   process.exit(3);
 }
 
@@ -76,7 +85,7 @@ if (process.env[REEXEC] !== 'run') {
     });
   }
   try {
-    const summary = await runDemo({ stateDir, caDir, usb: !values['no-usb'], out: live, moduleLog });
+    const summary = await runDemo({ stateDir, caDir, usb: !values['no-usb'], mcu, out: live, moduleLog });
     if (values.json) {
       process.stderr.write(`${renderSummary(summary)}\n`);
       process.stdout.write(`${JSON.stringify(summary)}\n`);
