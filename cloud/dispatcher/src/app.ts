@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { SigningKey, TrustStore } from '@edge-ota/common';
+import { ArtifactDownloads } from './artifactDownloads.ts';
 import { LocalArtifactStore } from './artifactStore.ts';
 import { Catalog } from './catalog.ts';
 import { DeploymentPlanner } from './deploymentPlanner.ts';
@@ -81,7 +82,7 @@ export async function createDispatcher(options: DispatcherOptions): Promise<Disp
   const eventGrid = new EventGridAdapter(ingestion);
 
   const server: Server = createServer(createRequestHandler({
-    store, hub, catalog, planner, views, ingestion, eventGrid, artifacts, log, maxJsonBytes: 128 * 1024 * 1024, maxBundleBytes: 1024 * 1024 * 1024,
+    store, hub, catalog, planner, views, ingestion, eventGrid, artifacts, downloads: new ArtifactDownloads(), log, maxJsonBytes: 128 * 1024 * 1024, maxBundleBytes: 1024 * 1024 * 1024,
   }));
   server.keepAliveTimeout = 5_000;
   const host = options.host ?? '127.0.0.1';

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
+import type { ArtifactDownloads } from './artifactDownloads.ts';
 import type { LocalArtifactStore } from './artifactStore.ts';
 import type { Catalog } from './catalog.ts';
 import type { DeploymentPlanner } from './deploymentPlanner.ts';
@@ -24,6 +25,8 @@ export interface ApiContext {
   ingestion: EventIngestion;
   eventGrid: EventGridAdapter;
   artifacts: LocalArtifactStore | undefined;
+  /** Downloads served from `artifacts` since start. */
+  downloads: ArtifactDownloads;
   log: (line: string) => void;
   maxJsonBytes: number;
   maxBundleBytes: number;
@@ -178,6 +181,7 @@ export function createRequestHandler(ctx: ApiContext): (request: IncomingMessage
   route('GET', /^\/status\/groups$/, () => Promise.resolve({ status: 200, body: { groups: ctx.views.byGroup() } }));
   route('GET', /^\/status\/failed$/, (_r, _p, url) => Promise.resolve({ status: 200, body: { failed: ctx.views.failed(limitParam(url, 100, 1000)) } }));
   route('GET', /^\/status\/ingestion$/, () => Promise.resolve({ status: 200, body: ctx.ingestion.counters }));
+  route('GET', /^\/status\/artifacts$/, () => Promise.resolve({ status: 200, body: { artifacts: ctx.downloads.list() } }));
 
   route('POST', /^\/events\/eventgrid$/, async (request) => {
     const body = await readJson(request, ctx.maxJsonBytes);
@@ -201,9 +205,14 @@ export function createRequestHandler(ctx: ApiContext): (request: IncomingMessage
       // Downloads stream a file rather than a JSON answer.
       const artifact = /^\/artifacts\/([0-9a-f]{64})\/[^/]+$/.exec(url.pathname);
       if (artifact && request.method === 'GET' && ctx.artifacts) {
-        const download = ctx.artifacts.open(artifact[1]!, url.searchParams.get('se'), url.searchParams.get('sig'));
+        const sha256 = artifact[1]!;
+        const download = ctx.artifacts.open(sha256, url.searchParams.get('se'), url.searchParams.get('sig'));
+        ctx.downloads.started(sha256);
         response.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': download.sizeInBytes });
-        await pipeline(download.open(), response);
+        const body = download.open();
+        body.on('data', (chunk: Buffer) => ctx.downloads.sent(sha256, chunk.length));
+        await pipeline(body, response);
+        ctx.downloads.completed(sha256);
         return;
       }
       const pathname = url.pathname.split('/').map((part) => {

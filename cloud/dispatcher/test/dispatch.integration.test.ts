@@ -124,6 +124,19 @@ describe('dispatcher on the emulator (Event Hubs ingestion)', () => {
     const service = twin.properties.desired.deviceUpdate.service;
     expect(JSON.parse(service.updateManifest)).toMatchObject({ detachedManifestFileId: 'manifest' });
     expect(Object.keys(service.fileUrls)).toEqual(expect.arrayContaining(['manifest', 'file0', 'file1', 'file2']));
+
+    // The artifact store counts what it serves (the cloud egress): two full downloads of one file.
+    const fileUrl = service.fileUrls.file0!;
+    const sha256 = new URL(fileUrl).pathname.split('/')[2]!;
+    type Count = { sha256: string; requests: number; completed: number; bytesSent: number };
+    const countOf = async (): Promise<Count> => ((await api(dispatcher.url, 'GET', '/status/artifacts')).body.artifacts as Count[]).find((a) => a.sha256 === sha256)
+      ?? { sha256, requests: 0, completed: 0, bytesSent: 0 };
+    const before = await countOf();
+    const sizes = [(await (await fetch(fileUrl)).arrayBuffer()).byteLength, (await (await fetch(fileUrl)).arrayBuffer()).byteLength];
+    expect(sizes[0]).toBeGreaterThan(0);
+    const expected = { sha256, requests: before.requests + 2, completed: before.completed + 2, bytesSent: before.bytesSent + sizes[0]! + sizes[1]! };
+    await eventually(async () => (JSON.stringify(await countOf()) === JSON.stringify(expected) ? true : undefined), 10_000, 'the download counts');
+
     orchestrator = await harness.startOrchestrator('gw-1');
     await eventually(async () => ((await device('mcu-4')).currentJob?.state === 'succeeded' ? true : undefined), 30_000, 'mcu-4 succeeded');
     expect((await device('mcu-4')).installedVersion).toBe('1.3.0');
