@@ -69,8 +69,10 @@ describe('npm run demo -- --json', () => {
       }
     }
 
-    // Each artifact left the cloud store once: the top cache fetched exactly the artifacts' bytes, one request each,
-    // and the child's cache got the same bytes from the top cache, never from the cloud.
+    // Each artifact left the cloud store once (the dispatcher's own count of what it served): the top cache fetched
+    // exactly the artifacts' bytes, and the child's cache got the same bytes from the top cache, never from the cloud.
+    expect(summary.cloudStore.artifacts).toHaveLength(3);
+    for (const artifact of summary.cloudStore.artifacts) expect(artifact, artifact.file).toMatchObject({ requests: 1, completed: 1, bytesSent: artifact.bytes });
     const artifactBytes = summary.cloudStore.artifacts.reduce((sum, a) => sum + a.bytes, 0);
     expect(summary.caches[TOP]).toMatchObject({ upstream: 'cloud artifact store', upstreamBytes: artifactBytes, upstreamRequests: summary.cloudStore.artifacts.length });
     expect(summary.caches[CHILD]).toMatchObject({ upstream: `${TOP} contentCache`, upstreamBytes: artifactBytes });

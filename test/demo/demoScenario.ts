@@ -62,7 +62,8 @@ export interface DemoSummary {
   }>;
   /** What each layer fetched from the one above it. */
   caches: Record<string, { upstream: string; upstreamBytes: number; upstreamRequests: number; servedBytes: number; servedFromStoreBytes: number; objects: number }>;
-  cloudStore: { artifacts: Array<{ updateId: string; file: string; sha256: string; bytes: number }> };
+  /** Every artifact of the catalog with what the dispatcher's artifact store served of it (its /status/artifacts). */
+  cloudStore: { artifacts: Array<{ updateId: string; file: string; sha256: string; bytes: number; requests: number; completed: number; bytesSent: number }> };
   gatewayApps: Record<string, { running: boolean; pid: number | null; heartbeatAgeSeconds: number | null }>;
   mcu: { deviceId: string; reportedFirmware: Record<string, string> };
   usb: { bundle: string; bytes: number; jobIds: string[]; finishedOffline: boolean; offlineOutboxMessages: number; reportedAfterReconnect: boolean } | null;
@@ -363,9 +364,14 @@ async function summarise(input: {
       servedBytes: stats.counters.egressBytes, servedFromStoreBytes: stats.counters.hitBytes, objects: stats.objects,
     };
   }
-  const artifacts = [input.app, input.firmware].flatMap((update) => Object.entries(update.sha256).map(([file, sha256]) => ({
-    updateId: update.updateId, file, sha256, bytes: Buffer.from(update.request.files[file] ?? '', 'base64').length,
-  })));
+  const served = (await getJson<{ artifacts: Array<{ sha256: string; requests: number; completed: number; bytesSent: number }> }>(`${input.dispatcherUrl}/status/artifacts`)).artifacts;
+  const artifacts = [input.app, input.firmware].flatMap((update) => Object.entries(update.sha256).map(([file, sha256]) => {
+    const count = served.find((a) => a.sha256 === sha256);
+    return {
+      updateId: update.updateId, file, sha256, bytes: Buffer.from(update.request.files[file] ?? '', 'base64').length,
+      requests: count?.requests ?? 0, completed: count?.completed ?? 0, bytesSent: count?.bytesSent ?? 0,
+    };
+  }));
   const summary: DemoSummary = {
     ok: false,
     durationSeconds: 0,
@@ -402,10 +408,14 @@ export function demoChecks(summary: DemoSummary): DemoCheck[] {
   const firmware = summary.mcu.reportedFirmware;
   check(`${MCU}: its own twin reports ${expected}, confirmed`, firmware.currentFwVersion === expected && firmware.fwUpdateStatus === 'current',
     `currentFwVersion ${firmware.currentFwVersion ?? '-'}, fwUpdateStatus ${firmware.fwUpdateStatus ?? '-'}`);
+  for (const artifact of summary.cloudStore.artifacts) {
+    check(`${artifact.file}: served by the cloud store once`, artifact.requests === 1 && artifact.completed === 1 && artifact.bytesSent === artifact.bytes,
+      `${artifact.requests} requests, ${artifact.completed} complete, ${artifact.bytesSent} of ${artifact.bytes} bytes sent`);
+  }
   const artifactBytes = summary.cloudStore.artifacts.reduce((sum, a) => sum + a.bytes, 0);
-  const topCache = summary.caches[TOP];
-  check('each artifact left the cloud store once', topCache !== undefined && topCache.upstreamBytes === artifactBytes,
-    `${TOP}'s cache fetched ${topCache?.upstreamBytes ?? 0} bytes from the cloud for ${artifactBytes} bytes of artifacts`);
+  const childCache = summary.caches[CHILD];
+  check(`${CHILD}'s cache filled from ${TOP}'s only`, childCache !== undefined && childCache.upstreamBytes === artifactBytes,
+    `${childCache?.upstreamBytes ?? 0} bytes from ${TOP}'s cache for ${artifactBytes} bytes of artifacts`);
   if (summary.usb) {
     check('USB: installed while offline', summary.usb.finishedOffline, `jobs ${summary.usb.jobIds.join(', ')}`);
     check('USB: reported to the cloud after reconnecting', summary.usb.reportedAfterReconnect, `orchestrator outbox when the offline install ended: ${summary.usb.offlineOutboxMessages}`);

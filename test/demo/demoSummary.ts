@@ -21,6 +21,10 @@ export function renderSummary(summary: DemoSummary): string {
     ['cache layer', 'fetched from', 'bytes fetched', 'requests', 'bytes served', 'of them from store'],
     Object.entries(summary.caches).map(([gateway, c]) => [`${gateway} contentCache`, c.upstream, mib(c.upstreamBytes), String(c.upstreamRequests), mib(c.servedBytes), mib(c.servedFromStoreBytes)]),
   );
+  const store = table(
+    ['artifact (cloud store)', 'bytes', 'requests', 'bytes sent'],
+    summary.cloudStore.artifacts.map((a) => [a.file, mib(a.bytes), String(a.requests), mib(a.bytesSent)]),
+  );
   const apps = Object.entries(summary.gatewayApps).map(([gateway, a]) => `${gateway}: ${a.running ? `running (pid ${a.pid ?? '-'})` : 'NOT running'}`).join(', ');
   const checks = summary.checks.map((c) => `  [${c.ok ? ' ok ' : 'FAIL'}] ${c.name}: ${c.details}`).join('\n');
   return [
@@ -29,6 +33,8 @@ export function renderSummary(summary: DemoSummary): string {
     devices,
     '',
     caches,
+    '',
+    store,
     '',
     `gateway application: ${apps}`,
     `MCU ${summary.mcu.deviceId} reports: ${JSON.stringify(summary.mcu.reportedFirmware)}`,
