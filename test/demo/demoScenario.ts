@@ -41,6 +41,8 @@ export interface DemoOptions {
   /** Module output lines. */
   moduleLog: (line: string) => void;
   stepTimeoutMs?: number;
+  /** Ctrl-C: the demo stops waiting, and stops everything it started. */
+  signal?: AbortSignal;
 }
 
 export interface DemoCheck {
@@ -97,9 +99,12 @@ async function api(baseUrl: string, method: string, pathName: string, body?: unk
   return { status: response.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} };
 }
 
+let interrupted: AbortSignal | undefined;
+
 async function until<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined> | T | undefined): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
+    if (interrupted?.aborted) throw new Error(`interrupted while waiting for ${what}`);
     const value = await check();
     if (value !== undefined) return value;
     if (Date.now() > deadline) throw new Error(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${what}`);
@@ -109,12 +114,14 @@ async function until<T>(what: string, timeoutMs: number, check: () => Promise<T 
 
 export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const started = Date.now();
+  interrupted = options.signal;
   const stepTimeoutMs = options.stepTimeoutMs ?? 180_000;
   const say = (source: string, subject: string, text: string): void => {
     options.out(`${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s  ${source.padEnd(10)} ${subject.padEnd(18)} ${text}`);
   };
   let feed: LiveFeed | undefined;
   const phase = async (title: string): Promise<void> => {
+    if (options.signal?.aborted) throw new Error('interrupted');
     await feed?.flush();
     options.out(`\n== ${title}`);
   };

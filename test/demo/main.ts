@@ -74,18 +74,18 @@ if (process.env[REEXEC] !== 'run') {
   const moduleLogFile = path.join(stateDir, 'modules.log');
   const moduleLog = values.verbose ? (line: string) => void process.stderr.write(`${line}\n`) : (line: string) => appendFileSync(moduleLogFile, `${line}\n`);
   live(`edge-ota demo: state in ${path.relative(process.cwd(), stateDir) || '.'}, module output in ${path.relative(process.cwd(), moduleLogFile)}`);
-  let stopping = false;
+  const interrupt = new AbortController();
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.on(signal, () => {
-      if (stopping) return;
-      stopping = true;
-      live(`demo: ${signal}, stopping`);
-      // runDemo's cleanups stop every process; the emulator and modules also stop when this process ends.
-      setTimeout(() => process.exit(130), 10_000).unref();
+      if (interrupt.signal.aborted) return;
+      live(`demo: ${signal}, stopping everything it started`);
+      interrupt.abort();
+      // runDemo stops every process it started; should that hang, leave anyway.
+      setTimeout(() => process.exit(130), 30_000).unref();
     });
   }
   try {
-    const summary = await runDemo({ stateDir, caDir, usb: !values['no-usb'], mcu, out: live, moduleLog });
+    const summary = await runDemo({ stateDir, caDir, usb: !values['no-usb'], mcu, out: live, moduleLog, signal: interrupt.signal });
     if (values.json) {
       process.stderr.write(`${renderSummary(summary)}\n`);
       process.stdout.write(`${JSON.stringify(summary)}\n`);
@@ -94,6 +94,10 @@ if (process.env[REEXEC] !== 'run') {
     }
     process.exitCode = summary.ok ? 0 : 1;
   } catch (error) {
+    if (interrupt.signal.aborted) {
+      process.stderr.write('demo interrupted; everything it started has been stopped\n');
+      process.exit(130);
+    }
     process.stderr.write(`demo failed: ${(error as Error).stack ?? String(error)}\nmodule output: ${moduleLogFile}\n`);
     process.exitCode = 1;
   }
