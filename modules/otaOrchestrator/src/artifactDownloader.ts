@@ -1,14 +1,13 @@
 import { OtaError, isOtaError } from '@edge-ota/common';
 import { createHash } from 'node:crypto';
 import type { Hash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, writeSync } from 'node:fs';
 import { mkdir, open, rename, rm, stat, statfs } from 'node:fs/promises';
-import { request as httpRequest } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import path from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { plainHttpGet } from './plainHttpGet.ts';
+import type { DownloadResponse } from './plainHttpGet.ts';
 
 // Downloads one artifact to disk, streaming: bytes are hashed as they are written, a partial file survives a
 // restart and is continued with an HTTP Range request, several sources are tried in order (the gateway's content
@@ -51,6 +50,8 @@ export const defaultDownloadPolicy: DownloadPolicy = {
 };
 
 const writeChunkBytes = 1024 * 1024;
+/** While downloading, written data is flushed to disk every this many bytes, so the final fsync has little left. */
+const flushEveryBytes = 64 * 1024 * 1024;
 
 export class ArtifactDownloader {
   readonly #policy: DownloadPolicy;
@@ -109,10 +110,10 @@ export class ArtifactDownloader {
     const response = await get(source, have, request, this.#policy.idleTimeoutMs);
     try {
       if (response.statusCode === 206) {
-        const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(response.headers['content-range'] ?? '');
+        const contentRange = response.header('content-range');
+        const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(contentRange ?? '');
         if (!range || Number(range[1]) !== have) {
-          response.destroy();
-          throw new OtaError('DOWNLOAD_HTTP_ERROR', `${source.url}: 206 with Content-Range ${response.headers['content-range'] ?? '(none)'} for a request from byte ${have}`);
+          throw new OtaError('DOWNLOAD_HTTP_ERROR', `${source.url}: 206 with Content-Range ${contentRange ?? '(none)'} for a request from byte ${have}`);
         }
       } else if (response.statusCode === 200) {
         // The server ignored Range: start over.
@@ -121,56 +122,74 @@ export class ArtifactDownloader {
           return this.#restart(request, partial, response);
         }
       } else {
-        response.resume();
-        throw httpError(source.url, response.statusCode ?? 0);
+        throw httpError(source.url, response.statusCode);
       }
       await this.#receive(response, partial, hash, have, request);
     } finally {
-      response.destroy();
+      response.close();
     }
     await finish(partial, hash, request);
   }
 
-  async #restart(request: DownloadRequest, partial: string, response: IncomingMessage): Promise<void> {
+  async #restart(request: DownloadRequest, partial: string, response: DownloadResponse): Promise<void> {
     const hash = createHash('sha256');
     await this.#receive(response, partial, hash, 0, request);
     await finish(partial, hash, request);
   }
 
-  async #receive(response: IncomingMessage, partial: string, hash: Hash, startAt: number, request: DownloadRequest): Promise<void> {
+  async #receive(response: DownloadResponse, partial: string, hash: Hash, startAt: number, request: DownloadRequest): Promise<void> {
     let done = startAt;
     let reported = startAt;
-    // Hash in the same pass as the copy; the write stream batches chunks with writev, so nothing is copied twice.
-    const meter = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
+    let flushedTo = startAt;
+    let flushing: Promise<void> | undefined;
+    let flushError: unknown;
+    const file = await open(partial, startAt === 0 ? 'w' : 'a').catch((error: unknown) => {
+      throw storageError(error);
+    });
+    const fd = file.fd;
+    try {
+      // Each piece is hashed and written (synchronously, to the page cache) before the next is read: one pass, no
+      // copy in user space, no queue, so memory stays at the client's 1 MiB receive buffer and every byte counted
+      // in `done` is in the file (a retry continues right after it). An fdatasync every 64 MiB, off the main thread,
+      // moves the data to disk while the download goes on, so the final fsync has little left to do.
+      await response.readBody((chunk) => {
         if (done + chunk.length > request.sizeInBytes) {
-          callback(new OtaError('DOWNLOAD_TOO_LONG', `the server sent more than the ${request.sizeInBytes} bytes the manifest declares`));
-          return;
+          throw new OtaError('DOWNLOAD_TOO_LONG', `the server sent more than the ${request.sizeInBytes} bytes the manifest declares`);
         }
         hash.update(chunk);
+        for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at, chunk.length - at);
         done += chunk.length;
         if (done - reported >= writeChunkBytes) {
           reported = done;
           request.onProgress?.(done, request.sizeInBytes);
         }
-        callback(null, chunk);
-      },
-    });
-    const out = createWriteStream(partial, { flags: startAt === 0 ? 'w' : 'a', highWaterMark: writeChunkBytes });
-    try {
-      await pipeline(response, meter, out);
+        if (flushing === undefined && done - flushedTo >= flushEveryBytes) {
+          const upTo = done;
+          flushing = file.datasync().then(
+            () => {
+              flushedTo = upTo;
+              flushing = undefined;
+            },
+            (error: unknown) => {
+              flushError = error;
+            },
+          );
+        }
+      });
+      await flushing;
+      if (flushError !== undefined) throw flushError as Error;
+      // Data written reaches the disk before the file is verified and renamed.
+      await file.sync();
     } catch (error) {
-      // Whatever reached the disk is kept (the stream is closed by pipeline), so the next attempt continues after it.
-      // pipeline hands every stream the first error, so the failing side is told by the error itself.
+      // Whatever reached the file is kept, so the next attempt continues after it.
+      await flushing;
       const { code, syscall } = error as NodeJS.ErrnoException;
-      if (code === 'ENOSPC' || code === 'EDQUOT') throw new OtaError('DOWNLOAD_DISK_FULL', `disk full while writing the artifact: ${(error as Error).message}`, { cause: error });
       if (isOtaError(error)) throw error;
-      if (syscall && ['open', 'write', 'writev', 'fsync', 'close'].includes(syscall)) {
-        throw new OtaError('DOWNLOAD_STORAGE_ERROR', `writing the artifact failed: ${(error as Error).message}`, { cause: error });
-      }
+      if (code === 'ENOSPC' || code === 'EDQUOT' || (syscall && ['write', 'fsync', 'fdatasync'].includes(syscall))) throw storageError(error);
       throw new OtaError('DOWNLOAD_CONNECTION_FAILED', `the connection broke after ${done} of ${request.sizeInBytes} bytes: ${(error as Error).message}`, { cause: error });
+    } finally {
+      await file.close();
     }
-    await syncFile(partial);
     request.onProgress?.(done, request.sizeInBytes);
     if (done < request.sizeInBytes) {
       throw new OtaError('DOWNLOAD_TRUNCATED', `the connection ended after ${done} of ${request.sizeInBytes} bytes`);
@@ -186,14 +205,10 @@ export class ArtifactDownloader {
   }
 }
 
-/** Data written through a stream reaches the disk before the file is verified and renamed. */
-async function syncFile(file: string): Promise<void> {
-  const handle = await open(file, 'r+');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
+function storageError(error: unknown): OtaError {
+  const { code } = error as NodeJS.ErrnoException;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new OtaError('DOWNLOAD_DISK_FULL', `disk full while writing the artifact: ${(error as Error).message}`, { cause: error });
+  return new OtaError('DOWNLOAD_STORAGE_ERROR', `writing the artifact failed: ${(error as Error).message}`, { cause: error });
 }
 
 async function copyLocal(url: URL, partial: string, hash: Hash, from: number, request: DownloadRequest): Promise<void> {
@@ -251,21 +266,44 @@ async function hashPrefix(file: string, length: number, hash: Hash): Promise<voi
   }
 }
 
-function get(source: ArtifactSource, from: number, request: DownloadRequest, idleTimeoutMs: number): Promise<IncomingMessage> {
+/**
+ * Plain http (the gateway's content cache) goes through the small client in plainHttpGet.ts, which reads 1 MiB at
+ * a time into one buffer; https keeps Node's client, with its certificate checks and the request's CA bundle.
+ */
+function get(source: ArtifactSource, from: number, request: DownloadRequest, idleTimeoutMs: number): Promise<DownloadResponse> {
   const url = new URL(source.url);
-  const send = url.protocol === 'https:' ? httpsRequest : url.protocol === 'http:' ? httpRequest : undefined;
   // file: sources never get here (see #attempt).
-  if (!send) return Promise.reject(new OtaError('DOWNLOAD_HTTP_ERROR', `unsupported URL scheme ${url.protocol}`));
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') return Promise.reject(new OtaError('DOWNLOAD_HTTP_ERROR', `unsupported URL scheme ${url.protocol}`));
   const headers: Record<string, string> = { ...source.headers, 'accept-encoding': 'identity' };
   if (from > 0) headers.range = `bytes=${from}-`;
+  const connectionFailed = (error: Error): Error =>
+    isOtaError(error) || request.signal?.aborted ? error : new OtaError('DOWNLOAD_CONNECTION_FAILED', `${url.host}: ${error.message}`, { cause: error });
+  if (url.protocol === 'http:') {
+    return plainHttpGet(url, { headers, idleTimeoutMs, signal: request.signal }).catch((error: unknown) => {
+      throw connectionFailed(error as Error);
+    });
+  }
   return new Promise((resolve, reject) => {
-    const req = send(url, { headers, ca: request.ca, signal: request.signal }, resolve);
+    const req = httpsRequest(url, { headers, ca: request.ca, signal: request.signal }, (response) => resolve(nodeResponse(response)));
     req.setTimeout(idleTimeoutMs, () => req.destroy(new OtaError('DOWNLOAD_CONNECTION_FAILED', `${url.host}: no data for ${idleTimeoutMs} ms`)));
-    req.on('error', (error) =>
-      reject(isOtaError(error) || request.signal?.aborted ? error : new OtaError('DOWNLOAD_CONNECTION_FAILED', `${url.host}: ${error.message}`, { cause: error })),
-    );
+    req.on('error', (error) => reject(connectionFailed(error)));
     req.end();
   });
+}
+
+/** Node's response behind the same interface; its chunks are fresh buffers, handed on as they arrive. */
+function nodeResponse(response: IncomingMessage): DownloadResponse {
+  return {
+    statusCode: response.statusCode ?? 0,
+    header: (name) => {
+      const value = response.headers[name.toLowerCase()];
+      return Array.isArray(value) ? value.join(', ') : value;
+    },
+    readBody: async (sink) => {
+      for await (const chunk of response as AsyncIterable<Buffer>) sink(chunk);
+    },
+    close: () => response.destroy(),
+  };
 }
 
 function httpError(url: string, status: number): OtaError {
