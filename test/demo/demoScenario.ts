@@ -2,10 +2,10 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFil
 import path from 'node:path';
 import iothub from 'azure-iothub';
 import Database from 'better-sqlite3';
-import { TrustStore } from '@edge-ota/common';
+import { TrustStore, readRootPublicKeyFileSync, readSigningKeyFileSync } from '@edge-ota/common';
 import type { Dispatcher } from '../../cloud/dispatcher/src/app.ts';
 import { createDispatcher } from '../../cloud/dispatcher/src/app.ts';
-import { readRootPublicFile, readSigningKeyFile, writeTestKeys } from '../../cloud/dispatcher/src/keyFiles.ts';
+import { writeTestKeys } from '../../cloud/dispatcher/src/keyFiles.ts';
 import type { HubProcess } from '../../cloud/hubEmulator/src/index.ts';
 import { HubFaults, startHubProcess } from '../../cloud/hubEmulator/src/index.ts';
 import { startHostDevice, startQemuDeviceOnSocket, stopAll as stopFirmware } from '../../modules/serialTranslator/test/support/hostFirmware.ts';
@@ -136,13 +136,13 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     const dispatcherDir = path.join(options.stateDir, 'dispatcher');
     mkdirSync(dispatcherDir, { recursive: true });
     const keyFiles = writeTestKeys(dispatcherDir);
-    const signingKey = readSigningKeyFile(keyFiles.signingKeyFile);
+    const signingKey = readSigningKeyFileSync(keyFiles.signingKeyFile);
     const dispatcher: Dispatcher = await createDispatcher({
       hubConnectionString: hub.info.serviceConnectionString,
       eventHubsConnectionString: hub.info.eventHubsConnectionString,
       dataDir: dispatcherDir,
       signingKey,
-      trustStore: new TrustStore({ rootKeys: [readRootPublicFile(keyFiles.rootPublicFile)], aduServiceRoots: false }),
+      trustStore: new TrustStore({ rootKeys: [readRootPublicKeyFileSync(keyFiles.rootPublicFile)], aduServiceRoots: false }),
       host: '127.0.0.1',
       dispatch: { initialBackoffMs: 500, maxBackoffMs: 4000 },
     });

@@ -1,9 +1,9 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { TrustStore } from '@edge-ota/common';
+import { TrustStore, readRootPublicKeyFileSync, readSigningKeyFileSync } from '@edge-ota/common';
 import { createDispatcher } from './app.ts';
-import { readRootPublicFile, readSigningKeyFile, writeTestKeys } from './keyFiles.ts';
+import { writeTestKeys } from './keyFiles.ts';
 
 // `npm run dispatcher -- --hub DIR/hub.json --data DIR2 [--port N] [--host H] [--signing-key F --trust F...] [--verbose]`
 
@@ -76,8 +76,8 @@ if (trustFiles.length === 0) fail('--trust <root public key> is required with --
 let signingKey;
 let trustStore;
 try {
-  signingKey = readSigningKeyFile(signingKeyFile);
-  trustStore = new TrustStore({ rootKeys: trustFiles.map(readRootPublicFile), aduServiceRoots: false });
+  signingKey = readSigningKeyFileSync(signingKeyFile);
+  trustStore = new TrustStore({ rootKeys: trustFiles.map(readRootPublicKeyFileSync), aduServiceRoots: false });
 } catch (error) {
   fail((error as Error).message, 1);
 }

@@ -33,6 +33,10 @@ export type { VerifiedUpdateManifest } from './signing/manifestVerifier.ts';
 export { createRootKeyPackage, packagedRootKey, parseRootKeyPackage } from './signing/rootKeyPackage.ts';
 export type { RootKeyPackage, RootKeyPackageContents, DisabledSigningKey } from './signing/rootKeyPackage.ts';
 export { TrustStore } from './signing/trustStore.ts';
+export {
+  ROOT_KEY_KIND, ROOT_PUBLIC_KIND, SIGNING_KEY_KIND, parseRootKeyFile, parseRootPublicKeyFile, parseSigningKeyFile, readRootPublicKeyFileSync, readSigningKeyFileSync,
+} from './signing/keyFiles.ts';
+export type { RootKeyFile, RootPublicKeyFile } from './signing/keyFiles.ts';
 export type { ApplyResult, TrustStoreOptions } from './signing/trustStore.ts';
 
 export { compareVersions } from './policy/version.ts';

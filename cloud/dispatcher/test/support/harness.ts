@@ -10,10 +10,9 @@ import { fileURLToPath } from 'node:url';
 import iothub from 'azure-iothub';
 import type { HubInfo, HubProcess } from '@edge-ota/hub-emulator';
 import { HubFaults, startHubProcess } from '@edge-ota/hub-emulator';
-import { TrustStore } from '@edge-ota/common';
-import type { SigningKey } from '@edge-ota/common';
-import { readRootPublicFile, readSigningKeyFile, writeTestKeys } from '../../src/keyFiles.ts';
-import type { RootPublicKey } from '../../src/keyFiles.ts';
+import { TrustStore, readRootPublicKeyFileSync, readSigningKeyFileSync } from '@edge-ota/common';
+import type { RootPublicKeyFile, SigningKey } from '@edge-ota/common';
+import { writeTestKeys } from '../../src/keyFiles.ts';
 
 const { Registry } = iothub;
 
@@ -94,15 +93,15 @@ function jsonLines(child: ChildProcess): JsonLineProcess {
 export interface TestKeys {
   signingKey: SigningKey;
   trustStore: TrustStore;
-  root: RootPublicKey;
+  root: RootPublicKeyFile;
   signingKeyFile: string;
   rootPublicFile: string;
 }
 
 export function makeKeys(dir: string): TestKeys {
   const files = writeTestKeys(dir);
-  const root = readRootPublicFile(files.rootPublicFile);
-  return { ...files, signingKey: readSigningKeyFile(files.signingKeyFile), trustStore: new TrustStore({ rootKeys: [root], aduServiceRoots: false }), root };
+  const root = readRootPublicKeyFileSync(files.rootPublicFile);
+  return { ...files, signingKey: readSigningKeyFileSync(files.signingKeyFile), trustStore: new TrustStore({ rootKeys: [root], aduServiceRoots: false }), root };
 }
 
 export function makeUpdate(version: string, fileCount = 1, fileSize = 2048, name = 'Sensor'): { importManifest: Record<string, unknown>; files: Record<string, string> } {

@@ -1,24 +1,14 @@
-import { createPrivateKey, createPublicKey } from 'node:crypto';
-import type { JsonWebKey, KeyObject } from 'node:crypto';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { OtaError } from '../errors.ts';
-import { isPlainObject } from '../encoding.ts';
-import { publicJwk } from '../signing/keys.ts';
-import type { SigningAlgorithm } from '../signing/keys.ts';
+import { parseRootKeyFile, parseRootPublicKeyFile, parseSigningKeyFile } from '../signing/keyFiles.ts';
+import type { RootKeyFile, RootPublicKeyFile } from '../signing/keyFiles.ts';
 import type { SigningKey } from '../signing/manifestSigner.ts';
 import { TrustStore } from '../signing/trustStore.ts';
 
-// Key files are JSON with a "kind" so a command handed the wrong file says so instead of misbehaving.
-// Private key files are created 0600 and never overwritten; nothing prints their contents.
+// Writing key files for the CLI (private ones 0600, never overwritten, never printed) and reading them
+// asynchronously; the formats and their parsing are in signing/keyFiles.ts.
 
-export const ROOT_KEY_KIND = 'edge-ota.root-key';
-export const ROOT_PUBLIC_KIND = 'edge-ota.root-public-key';
-export const SIGNING_KEY_KIND = 'edge-ota.signing-key';
-
-export interface RootKeyFile {
-  kid: string;
-  privateKey: KeyObject;
-}
+export { ROOT_KEY_KIND, ROOT_PUBLIC_KIND, SIGNING_KEY_KIND } from '../signing/keyFiles.ts';
 
 export async function writePrivateFile(path: string, value: unknown): Promise<void> {
   await writeFile(path, `${JSON.stringify(value, null, 2)}\n`, { mode: 0o600, flag: 'wx' }).catch((cause: NodeJS.ErrnoException) => {
@@ -36,47 +26,24 @@ export async function writePublicFile(path: string, value: unknown): Promise<voi
   });
 }
 
-async function readKeyJson(path: string, kind: string): Promise<Record<string, unknown>> {
-  let value: unknown;
+async function readKeyFileText(path: string): Promise<string> {
   try {
-    value = JSON.parse(await readFile(path, 'utf8'));
+    return await readFile(path, 'utf8');
   } catch (cause) {
     throw new OtaError('KEY_FILE_INVALID', `${path}: not a readable JSON key file`, { cause });
-  }
-  if (!isPlainObject(value) || value.kind !== kind) {
-    throw new OtaError('KEY_FILE_INVALID', `${path}: expected a ${kind} file, found ${isPlainObject(value) ? String(value.kind) : 'something else'}`);
-  }
-  return value;
-}
-
-function privateKeyFrom(value: unknown, path: string): KeyObject {
-  try {
-    return createPrivateKey({ key: value as JsonWebKey, format: 'jwk' });
-  } catch (cause) {
-    throw new OtaError('KEY_FILE_INVALID', `${path}: privateJwk is not a usable private key`, { cause });
   }
 }
 
 export async function readRootKey(path: string): Promise<RootKeyFile> {
-  const value = await readKeyJson(path, ROOT_KEY_KIND);
-  return { kid: String(value.kid), privateKey: privateKeyFrom(value.privateJwk, path) };
+  return parseRootKeyFile(await readKeyFileText(path), path);
 }
 
-export async function readRootPublicKey(path: string): Promise<{ kid: string; jwk: JsonWebKey }> {
-  // A root's private file also yields its public half, so ceremonies need not pass both.
-  const raw = JSON.parse(await readFile(path, 'utf8').catch(() => 'null')) as unknown;
-  if (isPlainObject(raw) && raw.kind === ROOT_KEY_KIND) {
-    const root = await readRootKey(path);
-    return { kid: root.kid, jwk: publicJwk(createPublicKey(root.privateKey)) };
-  }
-  const value = await readKeyJson(path, ROOT_PUBLIC_KIND);
-  return { kid: String(value.kid), jwk: value.jwk as JsonWebKey };
+export async function readRootPublicKey(path: string): Promise<RootPublicKeyFile> {
+  return parseRootPublicKeyFile(await readKeyFileText(path), path);
 }
 
 export async function readSigningKey(path: string): Promise<SigningKey> {
-  const value = await readKeyJson(path, SIGNING_KEY_KIND);
-  if (typeof value.sjwk !== 'string') throw new OtaError('KEY_FILE_INVALID', `${path}: has no sjwk`);
-  return { kid: String(value.kid), alg: value.alg as SigningAlgorithm, privateKey: privateKeyFrom(value.privateJwk, path), sjwk: value.sjwk };
+  return parseSigningKeyFile(await readKeyFileText(path), path);
 }
 
 export interface TrustFlags {
