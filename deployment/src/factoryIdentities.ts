@@ -89,9 +89,11 @@ export class ServiceIdentityStore implements IdentityStore {
     } catch (error) {
       throw new FactoryError('HUB_INVALID', `--hub: ${(error as Error).message}`);
     }
-    // As in the dispatcher's hubClient: the registry's REST client does a TLS handshake per call without this.
+    // As in the dispatcher's hubClient: the registry's REST client does a TLS handshake per call without a
+    // keep-alive agent, and an agent without a timeout keeps idle sockets until the hub closes them, so that a
+    // request that picks one up just then fails with "socket hang up".
     const rest = (this.#registry as unknown as { _restApiClient?: { setOptions?: (o: unknown) => void } })._restApiClient;
-    rest?.setOptions?.({ http: { agent: new https.Agent({ keepAlive: true, maxSockets: 8 }) } });
+    rest?.setOptions?.({ http: { agent: new https.Agent({ keepAlive: true, maxSockets: 8, timeout: 60_000 }) } });
   }
 
   async get(deviceId: string): Promise<IdentityDoc | undefined> {

@@ -19,7 +19,7 @@ const usage = `usage: npm run factory -- --topology FILE --hub <hub.json | HostN
 const INPUT_CODES = new Set(['USAGE', 'HUB_INVALID']);
 
 function fail(error: unknown, json: boolean): never {
-  const factoryError = error instanceof FactoryError ? error : new FactoryError('OUTPUT_FAILED', (error as Error).stack ?? String(error));
+  const factoryError = error instanceof FactoryError ? error : new FactoryError('INTERNAL', (error as Error).stack ?? String(error));
   process.stderr.write(`factory: ${factoryError.code}: ${factoryError.message}\n`);
   if (factoryError.code === 'USAGE') process.stderr.write(`${usage}\n`);
   if (json) process.stdout.write(`${JSON.stringify({ ok: false, error: factoryError.toJSON() })}\n`);

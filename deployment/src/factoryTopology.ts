@@ -36,7 +36,8 @@ export type FactoryErrorCode =
   | 'DISPATCHER_CONFLICT'
   | 'UPDATE_NOT_IN_CATALOG'
   | 'BUNDLE_HASH_MISMATCH'
-  | 'OUTPUT_FAILED';
+  | 'OUTPUT_FAILED'
+  | 'INTERNAL';
 
 export class FactoryError extends Error {
   override readonly name = 'FactoryError';
