@@ -1,7 +1,7 @@
 import { SerialPort } from 'serialport';
 import { DelimiterParser } from '@serialport/parser-delimiter';
-import { LinkDownError, LinkSignals } from './link.ts';
-import type { ByteLink, LinkState } from './link.ts';
+import { LinkDownError } from './link.ts';
+import { ReconnectingLink } from './reconnectingLink.ts';
 
 export interface SerialPortLinkOptions {
   /** Prefer /dev/serial/by-id/...: the name survives re-enumeration, /dev/ttyACMn does not. */
@@ -16,42 +16,31 @@ export interface SerialPortLinkOptions {
  * A serial port (or pty) that reopens its path when the device is unplugged or re-enumerates. Data is handed
  * on in whole lines, which is what the console transport is made of.
  */
-export class SerialPortLink implements ByteLink {
-  readonly #options: Required<SerialPortLinkOptions>;
-  readonly #signals = new LinkSignals('down');
+export class SerialPortLink extends ReconnectingLink {
+  readonly #options: SerialPortLinkOptions;
   #port: SerialPort | undefined;
-  #reopenTimer: NodeJS.Timeout | undefined;
-  #delay: number;
-  reopenCount = 0;
 
   constructor(options: SerialPortLinkOptions) {
-    this.#options = { reopenDelayMs: 50, maxReopenDelayMs: 1000, ...options };
-    this.#delay = this.#options.reopenDelayMs;
+    super({ initialMs: options.reopenDelayMs ?? 50, maxMs: options.maxReopenDelayMs ?? 1000 });
+    this.#options = options;
   }
 
   /** Opens the port; resolves once it is open or rejects after `timeoutMs` of failed attempts. */
   static async open(options: SerialPortLinkOptions, timeoutMs = 5000): Promise<SerialPortLink> {
     const link = new SerialPortLink(options);
-    link.#tryOpen();
-    try {
-      await link.whenUp(timeoutMs);
-    } catch (error) {
-      await link.close();
-      throw error;
-    }
+    await link.start(timeoutMs);
     return link;
   }
 
-  get state(): LinkState {
-    return this.#signals.current;
+  get reopenCount(): number {
+    return this.retries;
   }
 
-  #tryOpen(): void {
-    if (this.state === 'closed') return;
+  protected attempt(): void {
     const port = new SerialPort({ path: this.#options.path, baudRate: this.#options.baudRate, autoOpen: false });
     port.open((error) => {
       if (error) {
-        this.#scheduleReopen();
+        this.retry();
         return;
       }
       if (this.state === 'closed') {
@@ -59,12 +48,11 @@ export class SerialPortLink implements ByteLink {
         return;
       }
       this.#port = port;
-      this.#delay = this.#options.reopenDelayMs;
       const lines = port.pipe(new DelimiterParser({ delimiter: '\n', includeDelimiter: true }));
-      lines.on('data', (line: Buffer) => this.#signals.emitData(new Uint8Array(line)));
+      lines.on('data', (line: Buffer) => this.signals.emitData(new Uint8Array(line)));
       port.once('close', () => this.#lost(port));
       port.on('error', () => this.#lost(port));
-      this.#signals.setState('up');
+      this.connected();
     });
   }
 
@@ -72,19 +60,7 @@ export class SerialPortLink implements ByteLink {
     if (this.#port !== port) return;
     this.#port = undefined;
     if (port.isOpen) port.close(() => undefined);
-    this.#signals.setState('down');
-    this.#scheduleReopen();
-  }
-
-  #scheduleReopen(): void {
-    if (this.state === 'closed' || this.#reopenTimer) return;
-    const delay = this.#delay;
-    this.#delay = Math.min(this.#delay * 2, this.#options.maxReopenDelayMs);
-    this.#reopenTimer = setTimeout(() => {
-      this.#reopenTimer = undefined;
-      this.reopenCount++;
-      this.#tryOpen();
-    }, delay);
+    this.retry();
   }
 
   write(bytes: Uint8Array): Promise<void> {
@@ -98,21 +74,7 @@ export class SerialPortLink implements ByteLink {
     });
   }
 
-  onData(listener: (bytes: Uint8Array) => void): () => void {
-    return this.#signals.onData(listener);
-  }
-
-  onState(listener: (state: LinkState) => void): () => void {
-    return this.#signals.onState(listener);
-  }
-
-  whenUp(timeoutMs: number): Promise<void> {
-    return this.#signals.whenUp(timeoutMs);
-  }
-
-  close(): Promise<void> {
-    clearTimeout(this.#reopenTimer);
-    this.#signals.setState('closed');
+  protected release(): Promise<void> {
     const port = this.#port;
     this.#port = undefined;
     if (!port?.isOpen) return Promise.resolve();
