@@ -239,6 +239,18 @@ describe('factory setup on the emulator', () => {
     await expect(registry.get('plant-2')).rejects.toThrow();
   });
 
+  it('takes a service connection string as for Azure IoT Hub: same identities, no trust bundle unless given', async () => {
+    const cliOut = path.join(work, 'cs-out');
+    const hubTarget = resolveHub(hub.info.serviceConnectionString);
+    expect(hubTarget).toEqual({ hostName: hub.info.hostName, serviceConnectionString: hub.info.serviceConnectionString });
+    const result = await runFactory({ topology: topologyFile, hub: hubTarget, outDir: cliOut });
+    expect(result.actions.filter((a) => a.kind === 'identity').every((a) => a.action === 'unchanged')).toBe(true);
+    expect(existsSync(path.join(cliOut, 'line-1', 'trust-bundle.pem'))).toBe(false);
+    expect(readFileSync(path.join(cliOut, 'line-1', 'config.toml'), 'utf8')).not.toContain('trust_bundle_cert');
+    expect(() => resolveHub(`HostName=${hub.info.hostName};DeviceId=line-1;SharedAccessKey=abc=`)).toThrow(expect.objectContaining({ code: 'HUB_INVALID' }) as Error);
+    expect(() => resolveHub(path.join(work, 'no-hub.json'))).toThrow(expect.objectContaining({ code: 'HUB_INVALID' }) as Error);
+  });
+
   it('a child gateway connects to the hub with the connection string from its folder', async () => {
     const client = DeviceClient.fromConnectionString(readFileSync(path.join(out, 'cell-3', 'connection-string.txt'), 'utf8').trim(), Mqtt);
     await client.setOptions({ ca: readFileSync(path.join(out, 'cell-3', 'trust-bundle.pem'), 'utf8') });

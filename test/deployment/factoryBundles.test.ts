@@ -6,6 +6,8 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { describe, expect, it } from 'vitest';
 import { runFactory } from '../../deployment/src/factory.ts';
+import { DispatcherClient } from '../../deployment/src/factoryDispatcher.ts';
+import type { DispatcherDevice, WantedDevice } from '../../deployment/src/factoryDispatcher.ts';
 import { copyFileChecked, writeFileIfChanged } from '../../deployment/src/factoryBundles.ts';
 import { edgeCaStillGood, issueEdgeCa, loadOrCreateEdgeRoot } from '../../deployment/src/factoryCertificates.ts';
 import type { IdentityDoc, IdentityStore } from '../../deployment/src/factoryIdentities.ts';
@@ -73,6 +75,47 @@ describe('gateway folder files', () => {
     expect(copied.action).toBe('created');
     expect(readFileSync(target).equals(readFileSync(source))).toBe(true);
     expect((await copyFileChecked(source, target, copied.sha256)).action).toBe('unchanged');
+  });
+});
+
+/** A dispatcher that knows no device and has every update, and records what it is asked to create. */
+class EmptyDispatcher extends DispatcherClient {
+  readonly creates: string[] = [];
+  override getDevice(): Promise<DispatcherDevice | undefined> {
+    return Promise.resolve(undefined);
+  }
+  override hasUpdate(): Promise<boolean> {
+    return Promise.resolve(true);
+  }
+  override createDevice(wanted: WantedDevice): Promise<{ device: DispatcherDevice; created: boolean }> {
+    this.creates.push(wanted.deviceId);
+    return Promise.reject(new Error('not expected'));
+  }
+}
+
+describe('factory and dispatcher disagree', () => {
+  it('refuses an identity that exists in IoT Hub but not in the dispatcher, before any write', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'factory-adopt-'));
+    const topology = path.join(dir, 'topology.json');
+    writeFileSync(topology, JSON.stringify({ gateways: [{ id: 'top', layer: 0, software: 'contoso/app@1.0.0' }] }));
+    const store = new MemoryStore();
+    await store.create({ deviceId: 'top', capabilities: { iotEdge: true } });
+    const dispatcher = new EmptyDispatcher('http://127.0.0.1:9');
+    await expect(runFactory({ topology, hub: { hostName: 'hub.example', serviceConnectionString: 'unused' }, identityStore: store, dispatcher, outDir: path.join(dir, 'out') }))
+      .rejects.toMatchObject({ code: 'DISPATCHER_CONFLICT', message: expect.stringContaining('top exists in IoT Hub but not in the dispatcher') as string });
+    expect(dispatcher.creates).toEqual([]);
+    expect(readdirSync(dir)).toEqual(['topology.json']);
+  });
+
+  it('refuses an identity that uses X.509, which the factory cannot provision', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'factory-x509-'));
+    const topology = path.join(dir, 'topology.json');
+    writeFileSync(topology, JSON.stringify({ gateways: [{ id: 'top', layer: 0 }] }));
+    const store = new MemoryStore();
+    const doc = await store.create({ deviceId: 'top', capabilities: { iotEdge: true } });
+    doc.authentication = { type: 'selfSigned' };
+    await expect(runFactory({ topology, hub: { hostName: 'hub.example', serviceConnectionString: 'unused' }, identityStore: store, outDir: path.join(dir, 'out') }))
+      .rejects.toMatchObject({ code: 'IDENTITY_CONFLICT' });
   });
 });
 
