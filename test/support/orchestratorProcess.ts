@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { watchProcess } from '../../cloud/hubEmulator/src/index.ts';
 import type { HubInfo } from '../../cloud/hubEmulator/src/index.ts';
 import { edgeModuleEnvironment } from '../../cloud/hubEmulator/test/support/moduleProcess.ts';
 
@@ -29,49 +29,14 @@ export async function startOrchestratorProcess(options: {
     ...options.env,
   };
   const child = spawn(process.execPath, ['--import', 'tsx', '--conditions=source', mainFile], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  const listeners = new Set<() => void>();
-  const collect = (line: string): void => {
-    lines.push(line);
-    for (const listener of listeners) listener();
-  };
-  createInterface({ input: child.stdout }).on('line', collect);
-  createInterface({ input: child.stderr }).on('line', collect);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => {
-      for (const listener of listeners) listener();
-      resolve({ code, signal });
-    }),
-  );
-  const waitForLine = (pattern: RegExp, timeoutMs = 30_000): Promise<string> =>
-    new Promise((resolve, reject) => {
-      const check = (): void => {
-        const found = lines.find((l) => pattern.test(l));
-        if (found) finish(() => resolve(found));
-        else if (child.exitCode !== null || child.signalCode !== null) finish(() => reject(new Error(`orchestrator ended before ${pattern}:\n${lines.slice(-20).join('\n')}`)));
-      };
-      const timer = setTimeout(() => finish(() => reject(new Error(`timed out waiting for ${pattern}:\n${lines.slice(-20).join('\n')}`))), timeoutMs);
-      const finish = (settle: () => void): void => {
-        clearTimeout(timer);
-        listeners.delete(check);
-        settle();
-      };
-      listeners.add(check);
-      check();
-    });
+  const watched = watchProcess(child, { parse: (line) => line });
+  const waitForLine = (pattern: RegExp, timeoutMs = 30_000): Promise<string> => watched.waitFor((line) => pattern.test(line), `orchestrator output ${String(pattern)}`, timeoutMs);
   const orchestrator: OrchestratorProcess = {
     child,
-    lines,
-    exited,
+    lines: watched.items,
+    exited: watched.exited,
     waitForLine,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-        await exited;
-        clearTimeout(timer);
-      }
-    },
+    stop: () => watched.stop(),
   };
   await waitForLine(/otaOrchestrator ready/);
   return orchestrator;

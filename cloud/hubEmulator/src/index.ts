@@ -7,3 +7,5 @@ export { loadOrCreateCertificateAuthority } from './certificates.ts';
 export { parseRoute, routesFromEdgeHubDesired } from './routes.ts';
 export type { Route, RouteSink, RouteSource } from './routes.ts';
 export { createSasToken } from './sharedAccessSignature.ts';
+export { watchProcess } from './watchedProcess.ts';
+export type { WatchedProcess, WatchOptions } from './watchedProcess.ts';

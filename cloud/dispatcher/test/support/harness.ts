@@ -5,11 +5,10 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import iothub from 'azure-iothub';
 import type { HubInfo, HubProcess } from '@edge-ota/hub-emulator';
-import { HubFaults, startHubProcess } from '@edge-ota/hub-emulator';
+import { HubFaults, startHubProcess, watchProcess } from '@edge-ota/hub-emulator';
 import { TrustStore, readRootPublicKeyFileSync, readSigningKeyFileSync } from '@edge-ota/common';
 import type { RootPublicKeyFile, SigningKey } from '@edge-ota/common';
 import { writeTestKeys } from '../../src/keyFiles.ts';
@@ -29,64 +28,28 @@ export interface JsonLineProcess {
   send(command: Record<string, unknown>): void;
   stop(signal?: NodeJS.Signals): Promise<void>;
   readonly child: ChildProcess;
-  stderr(): string;
 }
 
-// Children are killed when the test worker exits, even if a hook timed out before stop() ran.
-const running = new Set<ChildProcess>();
-process.once('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
-});
-
+/** A process speaking JSON lines on stdout (a line that is not JSON becomes `{ type: 'line', line }`). */
 function jsonLines(child: ChildProcess): JsonLineProcess {
-  running.add(child);
-  child.once('exit', () => running.delete(child));
-  const events: Array<Record<string, unknown>> = [];
-  const listeners = new Set<() => void>();
-  let stderr = '';
-  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  createInterface({ input: child.stdout! }).on('line', (line) => {
-    try {
-      events.push(JSON.parse(line) as Record<string, unknown>);
-    } catch {
-      events.push({ type: 'line', line });
-    }
-    for (const listener of listeners) listener();
-  });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => {
-    for (const listener of listeners) listener();
-    resolve();
-  }));
-  return {
-    events,
-    child,
-    stderr: () => stderr,
-    waitFor(predicate, what, timeoutMs = 20_000) {
-      return new Promise((resolve, reject) => {
-        const check = (): void => {
-          const found = events.find(predicate);
-          if (found) finish(() => resolve(found));
-          else if (child.exitCode !== null || child.signalCode !== null) finish(() => reject(new Error(`process exited before ${what}: ${stderr}`)));
-        };
-        const timer = setTimeout(() => finish(() => reject(new Error(`timed out waiting for ${what}; stderr: ${stderr}`))), timeoutMs);
-        const finish = (settle: () => void): void => {
-          clearTimeout(timer);
-          listeners.delete(check);
-          settle();
-        };
-        listeners.add(check);
-        check();
-      });
+  const watched = watchProcess<Record<string, unknown>>(child, {
+    itemsFrom: 'stdout',
+    parse: (line) => {
+      try {
+        return JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        return { type: 'line', line };
+      }
     },
+  });
+  return {
+    events: watched.items,
+    child,
+    waitFor: (predicate, what, timeoutMs = 20_000) => watched.waitFor(predicate, what, timeoutMs),
     send(command) {
       child.stdin?.write(`${JSON.stringify(command)}\n`);
     },
-    async stop(signal = 'SIGTERM') {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-      await exited;
-      clearTimeout(timer);
-    },
+    stop: (signal = 'SIGTERM') => watched.stop(signal, 5_000),
   };
 }
 

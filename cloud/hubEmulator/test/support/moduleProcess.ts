@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { watchProcess } from '../../src/index.ts';
 import type { HubInfo } from '../../src/index.ts';
 
 const probeFile = fileURLToPath(new URL('../fixtures/probeModule.ts', import.meta.url));
@@ -37,51 +37,27 @@ export async function startModuleProcess(environment: Record<string, string>): P
     env: { PATH: process.env.PATH ?? '', ...environment },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
-  const events: ProbeEvent[] = [];
-  const listeners = new Set<() => void>();
-  let stderr = '';
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  createInterface({ input: child.stdout }).on('line', (line) => {
-    try {
-      events.push(JSON.parse(line) as ProbeEvent);
-    } catch {
-      return;
-    }
-    for (const listener of listeners) listener();
+  const watched = watchProcess<ProbeEvent>(child, {
+    itemsFrom: 'stdout',
+    parse: (line) => {
+      try {
+        return JSON.parse(line) as ProbeEvent;
+      } catch {
+        return undefined;
+      }
+    },
   });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => {
-    for (const listener of listeners) listener();
-    resolve();
-  }));
   let nextId = 1;
-  const waitFor = (predicate: (event: ProbeEvent) => boolean, what: string, timeoutMs = 15_000): Promise<ProbeEvent> =>
-    new Promise((resolve, reject) => {
-      const check = (): void => {
-        const found = events.find(predicate);
-        if (found) finish(() => resolve(found));
-        else if (child.exitCode !== null) finish(() => reject(new Error(`module exited (${child.exitCode}) before ${what}: ${stderr}`)));
-      };
-      const timer = setTimeout(() => finish(() => reject(new Error(`timed out waiting for ${what}; module stderr: ${stderr}`))), timeoutMs);
-      const finish = (settle: () => void): void => {
-        clearTimeout(timer);
-        listeners.delete(check);
-        settle();
-      };
-      listeners.add(check);
-      check();
-    });
+  const waitFor = (predicate: (event: ProbeEvent) => boolean, what: string, timeoutMs = 15_000): Promise<ProbeEvent> => watched.waitFor(predicate, what, timeoutMs);
   const moduleProcess: ModuleProcess = {
-    events,
+    events: watched.items,
     waitFor,
     command(command, timeoutMs) {
       const id = nextId++;
       child.stdin.write(`${JSON.stringify({ ...command, id })}\n`);
       return waitFor((e) => e.type === 'result' && e.id === id, `result of ${JSON.stringify(command)}`, timeoutMs);
     },
-    async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await exited;
-    },
+    stop: () => watched.stop(),
   };
   await waitFor((e) => e.type === 'ready', 'module ready', 30_000);
   return moduleProcess;
