@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { FileAction } from './factoryBundles.ts';
-import { BUNDLE_FILES, sha256OfFile, writeGatewayBundle } from './factoryBundles.ts';
+import { BUNDLE_FILES, sha256OfFile, trustStoreFrom, verifyFirstBootBundle, writeGatewayBundle } from './factoryBundles.ts';
+import type { FirstBootInfo } from './factoryBundles.ts';
 import type { EdgeRoot } from './factoryCertificates.ts';
 import { edgeCaStillGood, issueEdgeCa, loadOrCreateEdgeRoot } from './factoryCertificates.ts';
 import type { DispatcherDevice, WantedDevice } from './factoryDispatcher.ts';
@@ -43,6 +44,8 @@ export interface FactoryOptions {
   edgeCaDir?: string;
   /** Validity of a newly issued edge CA; default 365 days. */
   edgeCaDays?: number;
+  /** Root public key files (`*.root.pub.json`): first-boot bundles must verify against them (or ADU's roots). */
+  trustRoots?: readonly string[];
   /** Each action as it happens, one line. */
   log?: (line: string) => void;
 }
@@ -90,12 +93,26 @@ export async function runFactory(options: FactoryOptions): Promise<FactoryResult
   const edgeCaDays = options.edgeCaDays ?? 365;
   if (!Number.isInteger(edgeCaDays) || edgeCaDays < 31) throw new FactoryError('USAGE', '--edge-ca-days must be an integer of at least 31');
 
-  // A first-boot bundle that is not the one the topology names stops the run before anything is written.
+  // A first-boot bundle that is not the one the topology names, or (with trust roots) one that does not verify or
+  // has expired, stops the run before anything is written.
+  const firstBoot = new Map<string, FirstBootInfo>();
+  const trustStore = options.trustRoots?.length ? trustStoreFrom(options.trustRoots) : undefined;
   for (const gateway of topology.gateways) {
-    if (!gateway.firstBootBundle || !gateway.firstBootBundleSha256) continue;
-    const actual = await sha256OfFile(gateway.firstBootBundle);
-    if (actual !== gateway.firstBootBundleSha256) {
-      throw new FactoryError('BUNDLE_HASH_MISMATCH', `${gateway.firstBootBundle} has sha256 ${actual}, the topology expects ${gateway.firstBootBundleSha256} (gateway ${gateway.id}); nothing was changed`);
+    if (!gateway.firstBootBundle) continue;
+    if (gateway.firstBootBundleSha256) {
+      const actual = await sha256OfFile(gateway.firstBootBundle);
+      if (actual !== gateway.firstBootBundleSha256) {
+        throw new FactoryError('BUNDLE_HASH_MISMATCH', `${gateway.firstBootBundle} has sha256 ${actual}, the topology expects ${gateway.firstBootBundleSha256} (gateway ${gateway.id}); nothing was changed`);
+      }
+    }
+    if (trustStore) firstBoot.set(gateway.id, await verifyFirstBootBundle(gateway.firstBootBundle, trustStore, gateway.id));
+  }
+  if (!trustStore && topology.gateways.some((g) => g.firstBootBundle)) {
+    options.log?.('note: first-boot bundles are copied without checking their signature: pass --trust <root>.root.pub.json to check them here');
+  }
+  for (const [id, info] of firstBoot) {
+    if (info.expiresDateTime && Date.parse(info.expiresDateTime) - Date.now() < 7 * 24 * 3600 * 1000) {
+      options.log?.(`note: the first-boot bundle of ${id} expires at ${info.expiresDateTime}; the gateway refuses it after that`);
     }
   }
 
@@ -203,8 +220,10 @@ export async function runFactory(options: FactoryOptions): Promise<FactoryResult
         ? { chainPem: readFileSync(chainFile, 'utf8'), keyPem: readFileSync(keyFile, 'utf8') }
         : await issueEdgeCa(edgeRoot, gateway.id, edgeCaDays);
     }
+    const verified = firstBoot.get(gateway.id);
     const files = await writeGatewayBundle(outDir, {
       ...(edgeCa ? { edgeCa } : {}),
+      ...(verified ? { firstBootInfo: verified } : {}),
       gateway,
       ...(gateway.parent ? { parent: byId.get(gateway.parent)! } : {}),
       iothubHostName: options.hub.hostName,

@@ -4,6 +4,7 @@ import { chmod, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform } from 'node:stream';
+import { TrustStore, formatUpdateId, isOtaError, readBundle, readRootPublicKeyFileSync } from '@edge-ota/common';
 import type { GatewaySpec } from './factoryTopology.ts';
 import { FactoryError } from './factoryTopology.ts';
 
@@ -146,6 +147,40 @@ async function removeIfPresent(file: string): Promise<FileAction | undefined> {
   return 'removed';
 }
 
+/** What a verified first-boot bundle holds, for gateway.json. */
+export interface FirstBootInfo {
+  updateId: string;
+  expiresDateTime?: string;
+  verified: true;
+}
+
+export function trustStoreFrom(rootFiles: readonly string[]): TrustStore {
+  try {
+    return new TrustStore({ rootKeys: rootFiles.map((file) => readRootPublicKeyFileSync(file)) });
+  } catch (error) {
+    throw new FactoryError('USAGE', `--trust: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * Reads the whole bundle as the orchestrator's USB drop-in will: the signature chain against the trusted roots (or
+ * ADU's), every file against its signed size and sha256. An expired manifest is refused too, since the gateway would.
+ */
+export async function verifyFirstBootBundle(file: string, trustStore: TrustStore, gatewayId: string): Promise<FirstBootInfo> {
+  let bundle;
+  try {
+    bundle = await readBundle(file, { trustStore });
+  } catch (error) {
+    const code = isOtaError(error) ? `${error.code}: ` : '';
+    throw new FactoryError('BUNDLE_INVALID', `first-boot bundle of ${gatewayId} (${file}) does not verify: ${code}${(error as Error).message}; nothing was changed`);
+  }
+  const expires = bundle.manifest.edgeOta?.expiresDateTime;
+  if (expires && Date.parse(expires) <= Date.now()) {
+    throw new FactoryError('BUNDLE_INVALID', `first-boot bundle of ${gatewayId} (${file}) expired at ${expires}; nothing was changed`);
+  }
+  return { updateId: formatUpdateId(bundle.manifest.updateId), ...(expires ? { expiresDateTime: expires } : {}), verified: true };
+}
+
 function tomlString(value: string): string {
   return JSON.stringify(value); // TOML basic strings use the same escapes as JSON for what can appear here
 }
@@ -160,6 +195,8 @@ export interface GatewayBundleInput {
   trustBundlePem?: string;
   /** MCU id -> primary key (SERIAL_MCU_KEYS_FILE of the serial translator). */
   mcuKeys: Record<string, string>;
+  /** What the first-boot bundle holds, when it was verified (--trust). */
+  firstBootInfo?: FirstBootInfo;
   /** The gateway's edge CA (certificate chain to the hierarchy root, and key), with --edge-ca-dir. */
   edgeCa?: { chainPem: string; keyPem: string };
 }
@@ -257,12 +294,15 @@ export async function writeGatewayBundle(outDir: string, input: GatewayBundleInp
   if (gateway.mcus.length > 0) await put(BUNDLE_FILES.mcuKeys, `${JSON.stringify(input.mcuKeys, null, 2)}\n`, SECRET_MODE);
   else await drop(BUNDLE_FILES.mcuKeys);
 
-  let firstBoot: { file: string; sha256: string; bytes: number; installAs: string } | undefined;
+  let firstBoot: { file: string; sha256: string; bytes: number; installAs: string; updateId?: string; expiresDateTime?: string; verified: boolean } | undefined;
   if (gateway.firstBootBundle) {
     const file = path.join(dir, BUNDLE_FILES.firstBoot);
     const copied = await copyFileChecked(gateway.firstBootBundle, file, gateway.firstBootBundleSha256);
     results.push({ file, action: copied.action });
-    firstBoot = { file: BUNDLE_FILES.firstBoot, sha256: copied.sha256, bytes: copied.bytes, installAs: `${INSTALL_PATHS.usbDropIn}/${BUNDLE_FILES.firstBoot}` };
+    firstBoot = {
+      file: BUNDLE_FILES.firstBoot, sha256: copied.sha256, bytes: copied.bytes, installAs: `${INSTALL_PATHS.usbDropIn}/${BUNDLE_FILES.firstBoot}`,
+      ...(input.firstBootInfo ?? { verified: false }),
+    };
   } else {
     await drop(BUNDLE_FILES.firstBoot);
   }

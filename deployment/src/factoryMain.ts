@@ -8,13 +8,13 @@ import type { HubTarget } from './factoryIdentities.ts';
 import { FactoryError } from './factoryTopology.ts';
 
 // `npm run factory -- --topology topology.json --hub <hub.json | service connection string> [--dispatcher URL]
-//   [--out DIR] [--trust-bundle PEM] [--edge-ca-dir DIR [--edge-ca-days N]] [--json]`
+//   [--out DIR] [--trust-bundle PEM] [--edge-ca-dir DIR [--edge-ca-days N]] [--trust ROOT.root.pub.json ...] [--json]`
 // Exit codes: 0 done, 2 bad command line or topology (nothing was written), 1 anything else (hub, dispatcher,
 // conflicts, output); the message names the stable code.
 
 const usage = `usage: npm run factory -- --topology FILE --hub <hub.json | HostName=...;SharedAccessKeyName=...;SharedAccessKey=...>
          [--dispatcher http://host:port] [--out DIR (default ./factory-out)] [--trust-bundle PEM]
-         [--edge-ca-dir DIR [--edge-ca-days 365]] [--json]`;
+         [--edge-ca-dir DIR [--edge-ca-days 365]] [--trust ROOT.root.pub.json ...] [--json]`;
 
 const INPUT_CODES = new Set(['USAGE', 'HUB_INVALID']);
 
@@ -27,7 +27,7 @@ function fail(error: unknown, json: boolean): never {
 }
 
 let values: {
-  topology?: string; hub?: string; dispatcher?: string; out: string; 'trust-bundle'?: string; 'edge-ca-dir'?: string; 'edge-ca-days'?: string; json: boolean; help: boolean;
+  topology?: string; hub?: string; dispatcher?: string; out: string; 'trust-bundle'?: string; 'edge-ca-dir'?: string; 'edge-ca-days'?: string; trust?: string[]; json: boolean; help: boolean;
 };
 try {
   values = parseArgs({
@@ -38,6 +38,7 @@ try {
       out: { type: 'string', default: 'factory-out' },
       'trust-bundle': { type: 'string' },
       'edge-ca-dir': { type: 'string' },
+      trust: { type: 'string', multiple: true },
       'edge-ca-days': { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
@@ -81,6 +82,7 @@ if (hub.caFile && process.env.NODE_EXTRA_CA_CERTS !== hub.caFile) {
       outDir: fromCaller(values.out),
       ...(values.dispatcher ? { dispatcher: values.dispatcher } : {}),
       ...(values['trust-bundle'] ? { trustBundleFile: fromCaller(values['trust-bundle']) } : {}),
+      ...(values.trust?.length ? { trustRoots: values.trust.map(fromCaller) } : {}),
       ...(values['edge-ca-dir'] ? { edgeCaDir: fromCaller(values['edge-ca-dir']) } : {}),
       ...(values['edge-ca-days'] ? { edgeCaDays: Number(values['edge-ca-days']) } : {}),
       log: (line) => void process.stdout.write(`${line}\n`),

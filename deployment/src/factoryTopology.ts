@@ -36,6 +36,7 @@ export type FactoryErrorCode =
   | 'DISPATCHER_CONFLICT'
   | 'UPDATE_NOT_IN_CATALOG'
   | 'BUNDLE_HASH_MISMATCH'
+  | 'BUNDLE_INVALID'
   | 'OUTPUT_FAILED'
   | 'INTERNAL';
 

@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { describe, expect, it } from 'vitest';
+import { parseImportManifest, signUpdateManifest, updateManifestFromImport, writeBundle } from '@edge-ota/common';
+import { makeKeys, makeUpdate } from '../../cloud/dispatcher/test/support/harness.ts';
 import { runFactory } from '../../deployment/src/factory.ts';
 import { DispatcherClient } from '../../deployment/src/factoryDispatcher.ts';
 import type { DispatcherDevice, WantedDevice } from '../../deployment/src/factoryDispatcher.ts';
@@ -92,6 +94,48 @@ class EmptyDispatcher extends DispatcherClient {
     return Promise.reject(new Error('not expected'));
   }
 }
+
+describe('first-boot bundle with --trust', () => {
+  it('verifies the signature chain and every file, records what it holds, and refuses a tampered, foreign or expired bundle before any write', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'factory-signed-'));
+    const keys = makeKeys(mkdtempSync(path.join(dir, 'keys-')));
+    const stranger = makeKeys(mkdtempSync(path.join(dir, 'stranger-')));
+    const update = makeUpdate('1.2.0', 1, 4096, 'GatewayApp');
+    const payload = path.join(dir, 'payload-0.bin');
+    writeFileSync(payload, Buffer.from(update.files['payload-0.bin']!, 'base64'));
+    const bundle = async (file: string, expires: Date, signingKey = keys.signingKey): Promise<string> => {
+      const { bytes } = updateManifestFromImport(parseImportManifest(Buffer.from(JSON.stringify(update.importManifest))), { expiresDateTime: expires });
+      await writeBundle({ manifest: bytes, signature: signUpdateManifest(bytes, signingKey), filePaths: { 'payload-0.bin': payload } }, path.join(dir, file));
+      return file;
+    };
+    const inAMonth = new Date(Date.now() + 30 * 86_400_000);
+    const good = await bundle('good.otabundle', inAMonth);
+    const run = async (file: string, out: string): Promise<unknown> => {
+      const topology = path.join(dir, `${out}.json`);
+      writeFileSync(topology, JSON.stringify({ gateways: [{ id: 'top', layer: 0, firstBootBundle: file }] }));
+      const store = new MemoryStore();
+      try {
+        return await runFactory({ topology, hub: { hostName: 'hub.example', serviceConnectionString: 'unused' }, identityStore: store, outDir: path.join(dir, out), trustRoots: [keys.rootPublicFile] });
+      } finally {
+        if (out !== 'ok') expect(store.docs.size).toBe(0);
+      }
+    };
+
+    await run(good, 'ok');
+    expect(JSON.parse(readFileSync(path.join(dir, 'ok', 'top', 'gateway.json'), 'utf8'))).toMatchObject({
+      firstBootBundle: { updateId: 'Contoso/GatewayApp@1.2.0', expiresDateTime: inAMonth.toISOString(), verified: true },
+    });
+
+    const tampered = path.join(dir, 'tampered.otabundle');
+    const bytes = readFileSync(path.join(dir, good));
+    bytes.writeUInt8(bytes.readUInt8(bytes.length - 1500) ^ 0xff, bytes.length - 1500); // inside the payload
+    writeFileSync(tampered, bytes);
+    await expect(run('tampered.otabundle', 'tampered')).rejects.toMatchObject({ code: 'BUNDLE_INVALID' });
+    await expect(run(await bundle('foreign.otabundle', inAMonth, stranger.signingKey), 'foreign')).rejects.toMatchObject({ code: 'BUNDLE_INVALID' });
+    await expect(run(await bundle('expired.otabundle', new Date(Date.now() - 1000)), 'expired')).rejects.toMatchObject({ code: 'BUNDLE_INVALID', message: expect.stringContaining('expired') as string });
+    for (const out of ['tampered', 'foreign', 'expired']) expect(readdirSync(dir)).not.toContain(out);
+  });
+});
 
 describe('factory and dispatcher disagree', () => {
   it('refuses an identity that exists in IoT Hub but not in the dispatcher, before any write', async () => {
