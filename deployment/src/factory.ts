@@ -105,7 +105,13 @@ export async function runFactory(options: FactoryOptions): Promise<FactoryResult
         throw new FactoryError('BUNDLE_HASH_MISMATCH', `${gateway.firstBootBundle} has sha256 ${actual}, the topology expects ${gateway.firstBootBundleSha256} (gateway ${gateway.id}); nothing was changed`);
       }
     }
-    if (trustStore) firstBoot.set(gateway.id, await verifyFirstBootBundle(gateway.firstBootBundle, trustStore, gateway.id));
+    if (trustStore) {
+      // The copy made later must be the bytes verified now: it is checked against this hash.
+      const before = await sha256OfFile(gateway.firstBootBundle);
+      const info = await verifyFirstBootBundle(gateway.firstBootBundle, trustStore, gateway.id);
+      if ((await sha256OfFile(gateway.firstBootBundle)) !== before) throw new FactoryError('BUNDLE_HASH_MISMATCH', `${gateway.firstBootBundle} changed while it was verified`);
+      firstBoot.set(gateway.id, { ...info, sha256: before });
+    }
   }
   if (!trustStore && topology.gateways.some((g) => g.firstBootBundle)) {
     options.log?.('note: first-boot bundles are copied without checking their signature: pass --trust <root>.root.pub.json to check them here');

@@ -152,6 +152,8 @@ export interface FirstBootInfo {
   updateId: string;
   expiresDateTime?: string;
   verified: true;
+  /** The sha256 of the file that was verified; the copy must have it. */
+  sha256?: string;
 }
 
 export function trustStoreFrom(rootFiles: readonly string[]): TrustStore {
@@ -297,11 +299,11 @@ export async function writeGatewayBundle(outDir: string, input: GatewayBundleInp
   let firstBoot: { file: string; sha256: string; bytes: number; installAs: string; updateId?: string; expiresDateTime?: string; verified: boolean } | undefined;
   if (gateway.firstBootBundle) {
     const file = path.join(dir, BUNDLE_FILES.firstBoot);
-    const copied = await copyFileChecked(gateway.firstBootBundle, file, gateway.firstBootBundleSha256);
+    const copied = await copyFileChecked(gateway.firstBootBundle, file, gateway.firstBootBundleSha256 ?? input.firstBootInfo?.sha256);
     results.push({ file, action: copied.action });
     firstBoot = {
       file: BUNDLE_FILES.firstBoot, sha256: copied.sha256, bytes: copied.bytes, installAs: `${INSTALL_PATHS.usbDropIn}/${BUNDLE_FILES.firstBoot}`,
-      ...(input.firstBootInfo ?? { verified: false }),
+      ...(input.firstBootInfo ? { updateId: input.firstBootInfo.updateId, ...(input.firstBootInfo.expiresDateTime ? { expiresDateTime: input.firstBootInfo.expiresDateTime } : {}), verified: true } : { verified: false }),
     };
   } else {
     await drop(BUNDLE_FILES.firstBoot);
