@@ -16,6 +16,7 @@ export class Catalog {
   readonly #store: DispatcherStore;
   readonly #artifacts: ArtifactStore;
   readonly #trustStore: TrustStore;
+  readonly #entries = new Map<string, CatalogUpdate>();
 
   constructor(store: DispatcherStore, artifacts: ArtifactStore, trustStore: TrustStore) {
     this.#store = store;
@@ -89,7 +90,13 @@ export class Catalog {
   }
 
   get(updateId: string): CatalogUpdate | undefined {
-    return this.#store.getUpdate(updateId);
+    // A catalog entry never changes once imported (updates are inserted once, never edited or removed), so it is
+    // read and parsed once rather than on every device created and every job planned.
+    const cached = this.#entries.get(updateId);
+    if (cached) return cached;
+    const update = this.#store.getUpdate(updateId);
+    if (update) this.#entries.set(updateId, update);
+    return update;
   }
 
   list(): CatalogUpdate[] {

@@ -42,6 +42,7 @@ export class DispatchQueue {
   readonly #inFlight = new Set<string>();
   readonly #running = new Set<Promise<void>>();
   #timer: NodeJS.Timeout | undefined;
+  #kicked = false;
   #stopped = true;
 
   constructor(options: DispatchQueueOptions) {
@@ -76,11 +77,21 @@ export class DispatchQueue {
     clearTimeout(timer);
   }
 
-  /** Looks for due work now (a new delivery was recorded, or a gateway came back). */
+  /**
+   * Looks for due work now (a new delivery was recorded, or a gateway came back). Kicks in one synchronous stretch
+   * coalesce into one look, taken as soon as that stretch ends (a microtask, not a timer): the Event Hubs consumer
+   * runs a batch of events as one long task, and a timer would hold every delivery recorded in it until the whole
+   * batch is done (measured in the dispatch bench: most of the time between recording and delivery).
+   */
   kick(): void {
-    if (this.#stopped) return;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => this.#fill(), 0);
+    if (this.#stopped || this.#kicked) return;
+    this.#kicked = true;
+    queueMicrotask(() => {
+      this.#kicked = false;
+      if (this.#stopped) return;
+      if (this.#timer) clearTimeout(this.#timer);
+      this.#fill();
+    });
   }
 
   #fill(): void {
@@ -88,7 +99,7 @@ export class DispatchQueue {
     if (this.#stopped) return;
     const free = this.#concurrency - this.#inFlight.size;
     if (free > 0) {
-      const due = this.#store.dueDeliveries(Date.now(), free + this.#inFlight.size).filter((d) => !this.#inFlight.has(d.jobId)).slice(0, free);
+      const due = this.#store.dueDeliveries(Date.now(), free, this.#inFlight);
       for (const delivery of due) {
         this.#inFlight.add(delivery.jobId);
         const run = this.#attempt(delivery).catch((error: unknown) => this.#log(`dispatch ${delivery.jobId}: ${(error as Error).message}`)).finally(() => {

@@ -45,10 +45,15 @@ export class ServiceHub implements IdentityHub {
   constructor(connectionString: string) {
     this.#registry = Registry.fromConnectionString(connectionString);
     this.#client = Client.fromConnectionString(connectionString);
-    // The service Client keeps its HTTPS connections alive but the Registry does not: a TLS handshake per
-    // registry call halves what the hub (and the emulator) can take. Its REST client has the same setOptions.
-    const rest = (this.#registry as unknown as { _restApiClient?: { setOptions?: (o: unknown) => void } })._restApiClient;
-    rest?.setOptions?.({ http: { agent: new https.Agent({ keepAlive: true, maxSockets: 64 }) } });
+    // Both SDK clients keep HTTPS connections alive with an agent that has no timeout, and Node applies a server's
+    // `Keep-Alive: timeout=N` hint only when the agent has one: idle sockets then stay in the pool until the hub
+    // closes them, and a request that picks one up just as it closes fails with "socket hang up" (seen as 503
+    // HUB_UNAVAILABLE on POST /devices in the dispatch bench). With a timeout the agent drops an idle socket a
+    // second before the server's hint says it would (60 s when the server gives none).
+    for (const sdkClient of [this.#registry, this.#client]) {
+      const rest = (sdkClient as unknown as { _restApiClient?: { setOptions?: (o: unknown) => void } })._restApiClient;
+      rest?.setOptions?.({ http: { agent: new https.Agent({ keepAlive: true, maxSockets: 64, timeout: 60_000 }) } });
+    }
   }
 
   async #parentScope(parentId: string): Promise<string> {

@@ -136,7 +136,8 @@ export interface DispatcherStore {
   /** Deliveries are the dispatched jobs only: an offline job has none. */
   getDelivery(jobId: string): DeliveryRecord | undefined;
   deliveriesFor(deviceId: string): DeliveryRecord[];
-  dueDeliveries(now: number, limit: number): DeliveryRecord[];
+  /** Up to `limit` pending deliveries due by `now`, oldest due first, leaving out the job ids in `skip` (attempts in flight). */
+  dueDeliveries(now: number, limit: number, skip?: ReadonlySet<string>): DeliveryRecord[];
   nextDueAt(): number | undefined;
   /** `rejected`: the orchestrator refused the job (bad signature, incompatible device...): the job fails at step `manifest`. */
   markAttempt(jobId: string, result: { delivered: boolean; error?: string; nextAttemptAt: number; twinWritten?: boolean; rejected?: { resultCode: number; extendedResultCode: number; details: string } }): void;

@@ -69,10 +69,13 @@ export function storeContract(name: string, open: () => { store: DispatcherStore
         expect(store.nextDueAt()).toBe(5_000);
         expect(store.expediteGateway('gw', 200)).toBe(1);
         expect(store.dueDeliveries(200, 10)).toHaveLength(1);
+        expect(store.dueDeliveries(200, 10, new Set(['j1']))).toEqual([]);
         expect(store.cancelPending('d', 'deleted')).toEqual([{ jobId: 'j1', gatewayId: 'gw', twinWritten: true }]);
         expect(store.getDelivery('j1')?.state).toBe('cancelled');
         expect(store.dueDeliveries(Number.MAX_SAFE_INTEGER, 10)).toEqual([]);
-        store.insertDelivery(delivery('j2', 'd'));
+        store.insertDelivery(delivery('j2', 'd', { payload: '{"full":true}', twinPayload: '{"pointer":true}' }));
+        expect(store.getDelivery('j2')).toMatchObject({ payload: '{"full":true}', twinPayload: '{"pointer":true}' });
+        expect(store.deliveriesFor('d').map((x) => x.jobId)).toEqual(['j1', 'j2']);
         store.markAttempt('j2', { delivered: true, nextAttemptAt: 0 });
         expect(store.getDelivery('j2')?.state).toBe('delivered');
         expect(store.cancelPending('d', 'deleted')).toEqual([]);
