@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import { StatementCache } from './statementCache.ts';
+import { checkpointInBackground } from './checkpointWorker.ts';
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
@@ -47,6 +48,7 @@ export function partitionFor(deviceId: string): number {
 
 export class BuiltInEndpoint extends EventEmitter<{ event: [CloudEvent] }> {
   readonly #db: Database.Database;
+  readonly #checkpoints: { close(): void };
   readonly #statements: StatementCache;
 
   constructor(file: string) {
@@ -55,6 +57,7 @@ export class BuiltInEndpoint extends EventEmitter<{ event: [CloudEvent] }> {
     this.#statements = new StatementCache(this.#db);
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('synchronous = NORMAL');
+    this.#checkpoints = checkpointInBackground(this.#db, file);
     this.#db.exec(`
       CREATE TABLE IF NOT EXISTS events (
         sequence INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -78,6 +81,7 @@ export class BuiltInEndpoint extends EventEmitter<{ event: [CloudEvent] }> {
 
   close(): void {
     this.#db.close();
+    this.#checkpoints.close();
   }
 
   append(input: NewCloudEvent): CloudEvent {

@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import { StatementCache } from './statementCache.ts';
+import { checkpointInBackground } from './checkpointWorker.ts';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { HubError, badRequest, deviceNotFound, moduleNotFound } from './hubError.ts';
 import type { JsonObject, TwinSection } from './twinDocument.ts';
@@ -67,6 +68,7 @@ interface IdentityRow {
 
 export class RegistryStore {
   readonly #db: Database.Database;
+  readonly #checkpoints: { close(): void };
   readonly #statements: StatementCache;
 
   constructor(file: string) {
@@ -74,6 +76,7 @@ export class RegistryStore {
     this.#statements = new StatementCache(this.#db);
     this.#db.pragma('journal_mode = WAL');
     this.#db.pragma('synchronous = NORMAL');
+    this.#checkpoints = checkpointInBackground(this.#db, file);
     this.#db.exec(`
       CREATE TABLE IF NOT EXISTS identities (
         device_id TEXT NOT NULL,
@@ -102,6 +105,7 @@ export class RegistryStore {
 
   close(): void {
     this.#db.close();
+    this.#checkpoints.close();
   }
 
   #nextEtag(): string {
