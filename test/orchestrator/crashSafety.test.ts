@@ -1,19 +1,10 @@
 import type { FeedbackMessage, UpdateDelivery } from '@edge-ota/common';
-import { mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deployModules } from '../../cloud/hubEmulator/test/support/edgeDeployment.ts';
-import type { EmulatorFixture } from '../../cloud/hubEmulator/test/support/emulatorFixture.ts';
-import { eventually, startEmulator } from '../../cloud/hubEmulator/test/support/emulatorFixture.ts';
-import type { EventGridSink } from '../../cloud/hubEmulator/test/support/eventGridSink.ts';
-import { startEventGridSink } from '../../cloud/hubEmulator/test/support/eventGridSink.ts';
-import type { ArtifactServer } from '../../modules/otaOrchestrator/test/support/artifactServer.ts';
-import { startArtifactServer } from '../../modules/otaOrchestrator/test/support/artifactServer.ts';
-import type { Publisher } from '../../modules/otaOrchestrator/test/support/signedUpdates.ts';
-import { compatibleProperties, createPublisher } from '../../modules/otaOrchestrator/test/support/signedUpdates.ts';
-import type { OrchestratorProcess } from '../support/orchestratorProcess.ts';
-import { startOrchestratorProcess } from '../support/orchestratorProcess.ts';
+import { eventually } from '../../cloud/hubEmulator/test/support/emulatorFixture.ts';
+import type { GatewayUnderTest, OrchestratorWorld } from './support/orchestratorWorld.ts';
+import { startOrchestratorWorld } from './support/orchestratorWorld.ts';
 
 // Crash safety of the real otaOrchestrator process against the hub emulator: for every state transition of a
 // two-step update (a file step and a script step), the module SIGKILLs itself right after entering the state
@@ -36,88 +27,40 @@ const cases: Array<{ point: string; failApply: boolean }> = [
 ];
 
 describe('otaOrchestrator crash safety (SIGKILL at every transition)', () => {
-  let sink: EventGridSink;
-  let hub: EmulatorFixture;
-  let server: ArtifactServer;
-  let publisher: Publisher;
-  let rootsFile: string;
+  let world: OrchestratorWorld;
   let caseNumber = 0;
-  const running = new Set<OrchestratorProcess>();
 
   beforeAll(async () => {
-    sink = await startEventGridSink();
-    hub = await startEmulator({ eventGridWebhooks: [sink.url] });
-    server = await startArtifactServer();
-    publisher = createPublisher();
-    rootsFile = path.join(mkdtempSync(path.join(tmpdir(), 'roots-')), 'roots.json');
-    writeFileSync(rootsFile, JSON.stringify([publisher.rootDescription]));
+    world = await startOrchestratorWorld();
   }, 60_000);
   afterAll(async () => {
-    await Promise.all([...running].map((p) => p.stop()));
-    await server?.close();
-    await hub?.stop();
-    await sink?.close();
+    await world?.stop();
   });
 
-  /** One gateway with its own state: deployed with the feedback route, as in deployment/. */
-  async function gateway(): Promise<{ deviceId: string; generationId: string; stateDir: string; env: Record<string, string> }> {
+  /** One gateway with its own state. */
+  const gateway = (): Promise<GatewayUnderTest> => {
     caseNumber += 1;
-    const deviceId = `gw-crash-${caseNumber}`;
-    await hub.createDevice(deviceId, { edge: true });
-    const generations = await deployModules(hub, deviceId, ['otaOrchestrator'], {
-      feedback: 'FROM /messages/modules/otaOrchestrator/outputs/feedback INTO $upstream',
-    });
-    const stateDir = mkdtempSync(path.join(tmpdir(), 'orch-state-'));
-    return {
-      deviceId,
-      generationId: generations.otaOrchestrator ?? '',
-      stateDir,
-      env: {
-        OTA_STATE_DIR: stateDir,
-        OTA_TRUST_ROOTS_FILE: rootsFile,
-        OTA_TRUST_ADU_SERVICE_ROOTS: '0',
-        OTA_DEVICE_PROPERTIES: JSON.stringify(compatibleProperties),
-        OTA_FILE_ROOTS: path.join(stateDir, 'install'),
-      },
-    };
-  }
-
-  const start = async (gw: Awaited<ReturnType<typeof gateway>>, extraEnv: Record<string, string> = {}): Promise<OrchestratorProcess> => {
-    const orchestrator = await startOrchestratorProcess({ hub: hub.hubProcess.info, deviceId: gw.deviceId, generationId: gw.generationId, env: { ...gw.env, ...extraEnv } });
-    running.add(orchestrator);
-    void orchestrator.exited.then(() => running.delete(orchestrator));
-    return orchestrator;
+    return world.gateway(`gw-crash-${caseNumber}`);
   };
-
-  const deliver = (deviceId: string, delivery: UpdateDelivery): Promise<unknown> =>
-    // connectTimeoutInSeconds: IoT Hub waits for the module to (re)subscribe instead of answering 404 at once.
-    hub.service.invokeDeviceMethod(deviceId, 'otaOrchestrator', { methodName: 'applyUpdate', payload: delivery, responseTimeoutInSeconds: 10, connectTimeoutInSeconds: 20 }).catch((error: unknown) => error);
-
-  /** The job's feedback as it reached the cloud, duplicates dropped by message id. */
-  const feedbackOf = (jobId: string): FeedbackMessage[] => {
-    const byId = new Map<string, FeedbackMessage>();
-    for (const event of sink.ofType('DeviceTelemetry')) {
-      const body = event.data.body as FeedbackMessage | undefined;
-      if (body?.jobId === jobId) byId.set(body.messageId, body);
-    }
-    return [...byId.values()].sort((a, b) => a.sequence - b.sequence);
-  };
+  // The method call may time out while the module is being killed; the feedback is what counts.
+  const deliver = (deviceId: string, delivery: UpdateDelivery): Promise<unknown> => world.deliver(deviceId, delivery).catch((error: unknown) => error);
+  const feedbackOf = (jobId: string): FeedbackMessage[] => world.feedbackOf(jobId);
 
   const update = (gw: { stateDir: string }, failApply: boolean, jobId: string) => {
     const log = path.join(gw.stateDir, 'script.log');
     const script = Buffer.from(`#!/bin/sh\necho "$1" >> ${log}\n${failApply ? 'if [ "$1" = --action-apply ]; then exit 4; fi\n' : ''}exit 0\n`);
     const payload = Buffer.from(`payload for ${jobId}\n`.repeat(5000));
     const name = `step-${jobId}.sh`;
-    server.put(name, script);
-    server.put(`app-${jobId}.bin`, payload);
-    const delivery = publisher.deliver({
+    world.server.put(name, script);
+    world.server.put(`app-${jobId}.bin`, payload);
+    const delivery = world.publisher.deliver({
       version: '2.0.0',
       files: { [`app-${jobId}.bin`]: payload, [name]: script },
       steps: [
         { handler: 'edge-ota/file:1', files: [`app-${jobId}.bin`], handlerProperties: { destination: path.join(gw.stateDir, 'install', 'app') } },
         { handler: 'edge-ota/script:1', files: [name], handlerProperties: { scriptFileName: name } },
       ],
-    }, { baseUrl: server.baseUrl, jobId });
+    }, { baseUrl: world.server.baseUrl, jobId });
     return { delivery, log, payload, installed: path.join(gw.stateDir, 'install', 'app', `app-${jobId}.bin`) };
   };
 
@@ -125,13 +68,13 @@ describe('otaOrchestrator crash safety (SIGKILL at every transition)', () => {
     const gw = await gateway();
     const jobId = `crash-${caseNumber}`;
     const { delivery, log, payload, installed } = update(gw, failApply, jobId);
-    const first = await start(gw, { EDGE_OTA_FAULT_KILL_AT: point });
+    const first = await gw.start({ EDGE_OTA_FAULT_KILL_AT: point });
     void deliver(gw.deviceId, delivery);
     const ended = await Promise.race([first.exited, new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error(`module not killed at ${point}:\n${first.lines.slice(-30).join('\n')}`)), 30_000))]);
     expect(ended.signal, `the module should have been killed at ${point}`).toBe('SIGKILL');
     expect(first.lines.some((l) => l.includes(`fault injection: SIGKILL at ${point}`))).toBe(true);
 
-    const second = await start(gw);
+    const second = await gw.start();
     const terminal = failApply ? 'job:rolledBack' : 'job:succeeded';
     const feedback = await eventually(() => {
       const got = feedbackOf(jobId);
@@ -159,14 +102,14 @@ describe('otaOrchestrator crash safety (SIGKILL at every transition)', () => {
     const jobId = `crash-download-${caseNumber}`;
     const big = Buffer.alloc(4 * 1024 * 1024, 0x5a);
     const bigName = `app-${jobId}.bin`;
-    server.put(bigName, big);
-    const bigDelivery = publisher.deliver({
+    world.server.put(bigName, big);
+    const bigDelivery = world.publisher.deliver({
       version: '2.0.0',
       files: { [bigName]: big },
       steps: [{ handler: 'edge-ota/file:1', files: [bigName], handlerProperties: { destination: path.join(gw.stateDir, 'install', 'app') } }],
-    }, { baseUrl: server.baseUrl, jobId });
-    server.throttle(16 * 1024);
-    const first = await start(gw);
+    }, { baseUrl: world.server.baseUrl, jobId });
+    world.server.throttle(16 * 1024);
+    const first = await gw.start();
     void deliver(gw.deviceId, bigDelivery);
     const jobsDir = path.join(gw.stateDir, 'data', 'jobs');
     const partial = await eventually(() => {
@@ -186,12 +129,12 @@ describe('otaOrchestrator crash safety (SIGKILL at every transition)', () => {
     expect(keptBytes).toBeGreaterThanOrEqual(big.length * 0.6);
     expect(keptBytes).toBeLessThan(big.length);
 
-    server.throttle(0);
-    const requestsBefore = server.requests.length;
-    const second = await start(gw);
+    world.server.throttle(0);
+    const requestsBefore = world.server.requests.length;
+    const second = await gw.start();
     await eventually(() => feedbackOf(jobId).find((m) => m.step === 'job' && m.status === 'succeeded'), 45_000, 'the resumed job to succeed');
     await second.stop();
-    const resumed = server.requests.slice(requestsBefore).filter((r) => r.path === `/files/${bigName}`);
+    const resumed = world.server.requests.slice(requestsBefore).filter((r) => r.path === `/files/${bigName}`);
     expect(resumed).toHaveLength(1);
     // The new process asks for exactly the bytes the killed one had not written.
     expect(resumed[0]?.range).toBe(`bytes=${keptBytes}-`);

@@ -3,77 +3,27 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deployModules } from '../../cloud/hubEmulator/test/support/edgeDeployment.ts';
-import type { EmulatorFixture } from '../../cloud/hubEmulator/test/support/emulatorFixture.ts';
-import { eventually, startEmulator } from '../../cloud/hubEmulator/test/support/emulatorFixture.ts';
-import type { EventGridSink } from '../../cloud/hubEmulator/test/support/eventGridSink.ts';
-import { startEventGridSink } from '../../cloud/hubEmulator/test/support/eventGridSink.ts';
-import type { ArtifactServer } from '../../modules/otaOrchestrator/test/support/artifactServer.ts';
-import { startArtifactServer } from '../../modules/otaOrchestrator/test/support/artifactServer.ts';
-import type { Publisher } from '../../modules/otaOrchestrator/test/support/signedUpdates.ts';
-import { compatibleProperties, createPublisher } from '../../modules/otaOrchestrator/test/support/signedUpdates.ts';
-import type { OrchestratorProcess } from '../support/orchestratorProcess.ts';
-import { startOrchestratorProcess } from '../support/orchestratorProcess.ts';
+import { eventually } from '../../cloud/hubEmulator/test/support/emulatorFixture.ts';
+import type { GatewayUnderTest, OrchestratorWorld } from './support/orchestratorWorld.ts';
+import { startOrchestratorWorld } from './support/orchestratorWorld.ts';
 
 // Jobs through the real otaOrchestrator module on the emulator for the cases that need more than one process
 // life: an A/B image update whose health check fails (the module "reboots" by exiting, is started again like the
 // runtime would, the file boot control plays the bootloader) and a cancel that arrives mid-download.
 
 describe('otaOrchestrator handlers through the module', () => {
-  let sink: EventGridSink;
-  let hub: EmulatorFixture;
-  let server: ArtifactServer;
-  let publisher: Publisher;
-  let rootsFile: string;
-  const running = new Set<OrchestratorProcess>();
+  let world: OrchestratorWorld;
 
   beforeAll(async () => {
-    sink = await startEventGridSink();
-    hub = await startEmulator({ eventGridWebhooks: [sink.url] });
-    server = await startArtifactServer();
-    publisher = createPublisher();
-    rootsFile = path.join(mkdtempSync(path.join(tmpdir(), 'roots-')), 'roots.json');
-    writeFileSync(rootsFile, JSON.stringify([publisher.rootDescription]));
+    world = await startOrchestratorWorld();
   }, 60_000);
   afterAll(async () => {
-    await Promise.all([...running].map((p) => p.stop()));
-    await server?.close();
-    await hub?.stop();
-    await sink?.close();
+    await world?.stop();
   });
 
-  async function gateway(deviceId: string, extraEnv: Record<string, string> = {}) {
-    await hub.createDevice(deviceId, { edge: true });
-    const generations = await deployModules(hub, deviceId, ['otaOrchestrator'], { feedback: 'FROM /messages/modules/otaOrchestrator/outputs/feedback INTO $upstream' });
-    const stateDir = mkdtempSync(path.join(tmpdir(), 'orch-handlers-'));
-    const env = {
-      OTA_STATE_DIR: stateDir,
-      OTA_TRUST_ROOTS_FILE: rootsFile,
-      OTA_TRUST_ADU_SERVICE_ROOTS: '0',
-      OTA_DEVICE_PROPERTIES: JSON.stringify(compatibleProperties),
-      OTA_FILE_ROOTS: path.join(stateDir, 'install'),
-      ...extraEnv,
-    };
-    const start = async (): Promise<OrchestratorProcess> => {
-      const orchestrator = await startOrchestratorProcess({ hub: hub.hubProcess.info, deviceId, generationId: generations.otaOrchestrator ?? '', env });
-      running.add(orchestrator);
-      void orchestrator.exited.then(() => running.delete(orchestrator));
-      return orchestrator;
-    };
-    return { stateDir, start };
-  }
-
-  const deliver = (deviceId: string, delivery: UpdateDelivery) =>
-    hub.service.invokeDeviceMethod(deviceId, 'otaOrchestrator', { methodName: 'applyUpdate', payload: delivery, responseTimeoutInSeconds: 10, connectTimeoutInSeconds: 20 });
-
-  const feedbackOf = (jobId: string): FeedbackMessage[] => {
-    const byId = new Map<string, FeedbackMessage>();
-    for (const event of sink.ofType('DeviceTelemetry')) {
-      const body = event.data.body as FeedbackMessage | undefined;
-      if (body?.jobId === jobId) byId.set(body.messageId, body);
-    }
-    return [...byId.values()].sort((a, b) => a.sequence - b.sequence);
-  };
+  const gateway = (deviceId: string, extraEnv: Record<string, string> = {}): Promise<GatewayUnderTest> => world.gateway(deviceId, extraEnv);
+  const deliver = (deviceId: string, delivery: UpdateDelivery): Promise<unknown> => world.deliver(deviceId, delivery);
+  const feedbackOf = (jobId: string): FeedbackMessage[] => world.feedbackOf(jobId);
 
   it('rolls an A/B image back when the new slot fails its health check, across the reboot', async () => {
     const slotsDir = mkdtempSync(path.join(tmpdir(), 'slots-'));
@@ -89,12 +39,12 @@ describe('otaOrchestrator handlers through the module', () => {
       OTA_REBOOT_COMMAND: 'exit-process',
     });
     const image = Buffer.from('new root file system\n'.repeat(4000));
-    server.put('rootfs-2.img', image);
-    const delivery = publisher.deliver({
+    world.server.put('rootfs-2.img', image);
+    const delivery = world.publisher.deliver({
       version: '2.0.0',
       files: { 'rootfs-2.img': image },
       steps: [{ handler: 'edge-ota/ab-image:1', files: ['rootfs-2.img'], handlerProperties: { healthCheck: { command: ['sh', '-c', 'echo services down; exit 1'], timeoutSeconds: 10 } } }],
-    }, { baseUrl: server.baseUrl, jobId: 'ab-health-fails' });
+    }, { baseUrl: world.server.baseUrl, jobId: 'ab-health-fails' });
 
     const first = await gw.start();
     await deliver('gw-ab', delivery);
@@ -130,18 +80,18 @@ describe('otaOrchestrator handlers through the module', () => {
   it('cancels a job mid-download through the module and reports it cancelled', async () => {
     const gw = await gateway('gw-cancel');
     const big = Buffer.alloc(2 * 1024 * 1024, 0x41);
-    server.put('slow.bin', big);
-    const delivery = publisher.deliver({
+    world.server.put('slow.bin', big);
+    const delivery = world.publisher.deliver({
       version: '3.0.0',
       files: { 'slow.bin': big },
       steps: [{ handler: 'edge-ota/file:1', files: ['slow.bin'], handlerProperties: { destination: path.join(gw.stateDir, 'install', 'app') } }],
-    }, { baseUrl: server.baseUrl, jobId: 'cancel-mid-download' });
-    server.throttle(8 * 1024);
+    }, { baseUrl: world.server.baseUrl, jobId: 'cancel-mid-download' });
+    world.server.throttle(8 * 1024);
     const orchestrator = await gw.start();
     try {
       await deliver('gw-cancel', delivery);
       await eventually(() => feedbackOf('cancel-mid-download').find((m) => m.step === 'download' && m.status === 'progress'), 30_000, 'download progress');
-      const cancel = await hub.service.invokeDeviceMethod('gw-cancel', 'otaOrchestrator', {
+      const cancel = await world.hub.service.invokeDeviceMethod('gw-cancel', 'otaOrchestrator', {
         methodName: 'applyUpdate',
         payload: { ...delivery, workflow: { action: 255, id: 'cancel-mid-download' } },
         responseTimeoutInSeconds: 10,
@@ -155,7 +105,7 @@ describe('otaOrchestrator handlers through the module', () => {
       expect(steps.slice(-3)).toEqual(['cancel:started', 'cancel:succeeded', 'job:cancelled']);
       expect(feedback.at(-1)?.resultDetails).toMatch(/^CANCELLED/);
     } finally {
-      server.throttle(0);
+      world.server.throttle(0);
       await orchestrator.stop();
     }
   }, 90_000);
