@@ -5,6 +5,7 @@
 // devices/s of the whole run, the events/s the dispatcher ingests (lifecycle + feedback through the Event Hubs
 // consumer), and the peak RSS of the process running the dispatcher.
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -24,10 +25,40 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
 }
 
-async function until(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
+/**
+ * The bench's own HTTP client: plain node:http with keep-alive. It runs in the dispatcher's process, so what it
+ * costs is taken from the dispatcher; fetch (undici, web streams) cost about twice as much CPU per request here.
+ * The agent's timeout lets it honour the server's Keep-Alive hint instead of reusing a socket the server closes.
+ */
+function jsonClient(base: string, maxSockets: number): (method: string, route: string, body: unknown) => Promise<{ status: number; body: Record<string, unknown> }> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets, timeout: 60_000 });
+  const { hostname, port } = new URL(base);
+  return (method, route, body) => new Promise((resolve, reject) => {
+    const payload = Buffer.from(JSON.stringify(body));
+    const request = http.request({ hostname, port, path: route, method, agent, headers: { 'content-type': 'application/json', 'content-length': payload.length } }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('error', reject);
+      response.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let parsed: Record<string, unknown>;
+        try {
+          parsed = JSON.parse(text) as Record<string, unknown>;
+        } catch {
+          parsed = { raw: text };
+        }
+        resolve({ status: response.statusCode ?? 0, body: parsed });
+      });
+    });
+    request.on('error', reject);
+    request.end(payload);
+  });
+}
+
+async function until(check: () => boolean, timeoutMs: number, what: string, explain: () => string = () => ''): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${explain()}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
@@ -80,6 +111,19 @@ export async function main(args: string[]): Promise<void> {
       onDelivered: (delivery) => delivered.set(delivery.deviceId, performance.now()),
     });
     const { url } = dispatcher;
+    // Where the time between the API's 201 and the delivery goes: the hub's enqueued time of each create event,
+    // when the dispatcher's ingestion took it up and when it was done with it (job planned, signed, recorded).
+    const lifecycle = new Map<string, { enqueued: number; received: number; ingested: number }>();
+    const ingestion = dispatcher.ingestion;
+    const ingest = ingestion.ingest.bind(ingestion);
+    ingestion.ingest = async (event) => {
+      const received = performance.now();
+      const result = await ingest(event);
+      if (event.kind === 'lifecycle' && event.opType === 'createDeviceIdentity' && event.deviceId.startsWith('bench-dev-')) {
+        lifecycle.set(event.deviceId, { enqueued: Date.parse(event.enqueuedTime) - Date.now() + performance.now(), received, ingested: performance.now() });
+      }
+      return result;
+    };
     const imported = await api(url, 'POST', '/updates', makeUpdate('1.0.0', 2, 4096));
     if (imported.status !== 201) throw new Error(`import failed: ${JSON.stringify(imported.body)}`);
     const baseline = { ...dispatcher.ingestion.counters };
@@ -88,6 +132,7 @@ export async function main(args: string[]): Promise<void> {
       return c.applied + c.duplicate + c.stale + c.ignored - (baseline.applied + baseline.duplicate + baseline.stale + baseline.ignored);
     };
 
+    const request = jsonClient(url, concurrency);
     const start = performance.now();
     let next = 0;
     const worker = async (): Promise<void> => {
@@ -95,7 +140,7 @@ export async function main(args: string[]): Promise<void> {
         const i = next++;
         const deviceId = `bench-dev-${i}`;
         const requested = performance.now();
-        const response = await api(url, 'POST', '/devices', { deviceId, parentId: gateways[i % gatewayCount], updateId: 'Contoso/Sensor@1.0.0' });
+        const response = await request('POST', '/devices', { deviceId, parentId: gateways[i % gatewayCount], updateId: 'Contoso/Sensor@1.0.0' });
         if (response.status !== 201) throw new Error(`create ${deviceId}: ${response.status} ${JSON.stringify(response.body)}`);
         // The identity exists once the API answered 201 (it registered it in IoT Hub before answering).
         created.set(deviceId, performance.now());
@@ -104,15 +149,37 @@ export async function main(args: string[]): Promise<void> {
     };
     await Promise.all(Array.from({ length: concurrency }, worker));
     const createdAll = performance.now();
-    await until(() => delivered.size >= deviceCount, 600_000, `${deviceCount} deliveries`);
+    // When it does not finish, say where the missing devices are stuck instead of only that it timed out.
+    const explain = (): string => {
+      const missing = [...created.keys()].filter((id) => !delivered.has(id));
+      const sample = missing.slice(0, 5).map((id) => {
+        const device = dispatcher!.store.getDevice(id);
+        const deliveries = dispatcher!.store.deliveriesFor(id).map((d) => `${d.state} attempts=${d.attempts} lastError=${d.lastError ?? '-'}`);
+        return `${id}: lifecycle=${device?.lifecycle ?? 'unknown'} ${deliveries.join('; ') || 'no delivery'}`;
+      });
+      return `: ${delivered.size} delivered, ${missing.length} missing; ingestion ${JSON.stringify(dispatcher!.ingestion.counters)}; e.g. ${sample.join(' | ')}`;
+    };
+    await until(() => delivered.size >= deviceCount, 300_000, `${deviceCount} deliveries`, explain);
     const deliveredAll = Math.max(...delivered.values());
     // Each device: one lifecycle event and two feedback messages (job started, job succeeded), plus the
     // gateways' own events; wait for the feedback of every device.
-    await until(() => dispatcher!.store.countsByUpdate().find((r) => r.state === 'succeeded')?.count === deviceCount, 600_000, 'every job succeeded');
+    await until(() => dispatcher!.store.countsByUpdate().find((r) => r.state === 'succeeded')?.count === deviceCount, 300_000, 'every job succeeded',
+      () => `: ${JSON.stringify(dispatcher!.store.countsByUpdate())}; ingestion ${JSON.stringify(dispatcher!.ingestion.counters)}`);
     const ingestedAll = performance.now();
     const events = ingestedSoFar();
 
     const latencies = [...delivered].map(([id, at]) => at - created.get(id)!).sort((a, b) => a - b);
+    const stage = (f: (id: string) => number): string => {
+      const values = [...lifecycle.keys()].map(f).sort((a, b) => a - b);
+      return `p50 ${percentile(values, 50).toFixed(0)} / p95 ${percentile(values, 95).toFixed(0)} ms`;
+    };
+    const breakdown = [
+      `request sent -> API 201 (registry create) ${stage((id) => created.get(id)! - requestedAt.get(id)!)}`,
+      `API 201 -> create event taken up by ingestion ${stage((id) => lifecycle.get(id)!.received - created.get(id)!)}`,
+      `(of which hub enqueued -> taken up ${stage((id) => lifecycle.get(id)!.received - lifecycle.get(id)!.enqueued)})`,
+      `ingestion of the event (plan, sign, record) ${stage((id) => lifecycle.get(id)!.ingested - lifecycle.get(id)!.received)}`,
+      `recorded -> applyUpdate accepted ${stage((id) => (delivered.get(id) ?? Number.NaN) - lifecycle.get(id)!.ingested)}`,
+    ];
     const endToEnd = [...delivered].map(([id, at]) => at - requestedAt.get(id)!).sort((a, b) => a - b);
     const seconds = (deliveredAll - start) / 1000;
     const figures = {
@@ -134,6 +201,19 @@ export async function main(args: string[]): Promise<void> {
     process.stdout.write(`created ${deviceCount} devices under ${gatewayCount} gateways in ${figures.create_s} s; all delivered after ${seconds.toFixed(2)} s; all succeeded after ${figures.all_succeeded_s} s\n`);
     process.stdout.write(`identity created (API 201) -> manifest delivered: p50 ${figures.p50_ms} ms, p95 ${figures.p95_ms} ms, max ${figures.max_ms} ms\n`);
     process.stdout.write(`create request sent -> manifest delivered: p50 ${figures.request_p50_ms} ms, p95 ${figures.request_p95_ms} ms\n`);
+    process.stdout.write(`breakdown:\n  ${breakdown.join('\n  ')}\n`);
+    // A delivery that needed more than one attempt waited out a backoff (and wrote the twin): say how many did.
+    const attempts = new Map<number, number>();
+    let twins = 0;
+    const errors = new Map<string, number>();
+    for (const id of created.keys()) {
+      for (const d of dispatcher.store.deliveriesFor(id)) {
+        attempts.set(d.attempts, (attempts.get(d.attempts) ?? 0) + 1);
+        if (d.twinWritten) twins += 1;
+        if (d.attempts > 1 && d.lastError) errors.set(d.lastError.slice(0, 80), (errors.get(d.lastError.slice(0, 80)) ?? 0) + 1);
+      }
+    }
+    process.stdout.write(`deliveries by attempts ${JSON.stringify(Object.fromEntries([...attempts].sort((a, b) => a[0] - b[0])))}, twin written ${twins}${errors.size ? `, errors ${JSON.stringify(Object.fromEntries(errors))}` : ''}\n`);
     process.stdout.write(`peak RSS of the process running the dispatcher (and this bench's HTTP client): ${figures.peak_rss_mb} MB\n`);
     process.stdout.write(`${JSON.stringify(figures)}\n`);
   } finally {
