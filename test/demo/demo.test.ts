@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -6,25 +5,16 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { DemoSummary } from './demoScenario.ts';
 import { CHILD, MCU, TOP } from './demoScenario.ts';
+import { runCommand } from '../support/runCommand.ts';
+import type { CommandRun } from '../support/runCommand.ts';
 
 // The demo as a user runs it (`npm run demo -- --json`), end to end, in its own process tree. The summary is
 // checked field by field here rather than trusting its own `ok`.
 
 const repositoryRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-function runDemo(stateDir: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('npm', ['run', '--silent', 'demo', '--', '--json', '--state-dir', stateDir], { cwd: repositoryRoot, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const timer = setTimeout(() => child.kill('SIGTERM'), 420_000);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+function runDemo(stateDir: string): Promise<CommandRun> {
+  return runCommand('npm', ['run', '--silent', 'demo', '--', '--json', '--state-dir', stateDir], { cwd: repositoryRoot, timeoutMs: 420_000 });
 }
 
 describe('npm run demo -- --json', () => {

@@ -9,31 +9,13 @@ import { startHubProcess } from '../../cloud/hubEmulator/src/index.ts';
 import type { JsonObject } from '../../deployment/src/manifest.ts';
 import { repositoryRoot } from '../../deployment/src/manifest.ts';
 import { createDeploymentValidator } from '../../deployment/src/schemas.ts';
+import { runCommand } from '../support/runCommand.ts';
+import type { CommandRun } from '../support/runCommand.ts';
 
 // The two commands as a user runs them (`npm run deployment`, `npm run edge`), as processes.
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(script: string, args: string[], env: NodeJS.ProcessEnv = process.env, timeoutMs = 30_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--conditions=source', path.join(repositoryRoot, script), ...args], { cwd: repositoryRoot, env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${script} did not finish within ${timeoutMs} ms: ${stderr}`));
-    }, timeoutMs);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+function run(script: string, args: string[], env: NodeJS.ProcessEnv = process.env, timeoutMs = 30_000): Promise<CommandRun> {
+  return runCommand(process.execPath, ['--import', 'tsx', '--conditions=source', path.join(repositoryRoot, script), ...args], { cwd: repositoryRoot, env, timeoutMs });
 }
 
 function alive(pid: number): boolean {

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,9 +11,12 @@ import { startHubProcess } from '../../cloud/hubEmulator/src/index.ts';
 import { runFactory } from '../../deployment/src/factory.ts';
 import type { FactoryResult } from '../../deployment/src/factory.ts';
 import { ServiceIdentityStore, resolveHub } from '../../deployment/src/factoryIdentities.ts';
-import type { IdentityDoc, IdentityStore } from '../../deployment/src/factoryIdentities.ts';
 import type { FactoryError } from '../../deployment/src/factoryTopology.ts';
 import { repositoryRoot } from '../../deployment/src/manifest.ts';
+import { runCommand } from '../support/runCommand.ts';
+import type { CommandRun } from '../support/runCommand.ts';
+import type { IdentityDoc } from '../../deployment/src/factoryIdentities.ts';
+import { CountingStore } from './support/countingIdentityStore.ts';
 
 const { Registry } = iothub;
 const { Client: DeviceClient } = iotDevice;
@@ -24,48 +26,8 @@ const { Mqtt } = iotDeviceMqtt;
 // edge capability and scopes, per-gateway folders, and a second run that writes nothing (no registry write, no
 // etag or generation change, no file touched).
 
-/** The service store, counting the writes the factory makes. */
-class CountingStore implements IdentityStore {
-  readonly writes: string[] = [];
-  readonly inner: IdentityStore;
-  constructor(inner: IdentityStore) {
-    this.inner = inner;
-  }
-  get(deviceId: string): Promise<IdentityDoc | undefined> {
-    return this.inner.get(deviceId);
-  }
-  create(body: Record<string, unknown>): Promise<IdentityDoc> {
-    this.writes.push(`create ${String(body.deviceId)}`);
-    return this.inner.create(body);
-  }
-  update(body: Record<string, unknown>): Promise<IdentityDoc> {
-    this.writes.push(`update ${String(body.deviceId)}`);
-    return this.inner.update(body);
-  }
-}
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function npmRunFactory(args: string[], env: NodeJS.ProcessEnv, cwd: string): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('npm', ['run', '--silent', '--prefix', repositoryRoot, 'factory', '--', ...args], { cwd, env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`npm run factory did not finish: ${stderr}`));
-    }, 60_000);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+function npmRunFactory(args: string[], env: NodeJS.ProcessEnv, cwd: string): Promise<CommandRun> {
+  return runCommand('npm', ['run', '--silent', '--prefix', repositoryRoot, 'factory', '--', ...args], { cwd, env, timeoutMs: 60_000 });
 }
 
 const lastJson = (stdout: string): Record<string, unknown> => JSON.parse(stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;

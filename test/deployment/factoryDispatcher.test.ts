@@ -9,7 +9,8 @@ import type { FactoryOptions } from '../../deployment/src/factory.ts';
 import { DispatcherClient } from '../../deployment/src/factoryDispatcher.ts';
 import type { DispatcherDevice, WantedDevice } from '../../deployment/src/factoryDispatcher.ts';
 import { ServiceIdentityStore, resolveHub } from '../../deployment/src/factoryIdentities.ts';
-import type { IdentityDoc, IdentityStore } from '../../deployment/src/factoryIdentities.ts';
+import type { IdentityDoc } from '../../deployment/src/factoryIdentities.ts';
+import { CountingStore } from './support/countingIdentityStore.ts';
 
 // The factory with the real dispatcher process on the emulator: devices are created through the device-manager
 // API (which assigns the software and registers the identity under the parent), a rerun makes no API or registry
@@ -20,25 +21,6 @@ class CountingDispatcher extends DispatcherClient {
   override createDevice(wanted: WantedDevice): Promise<{ device: DispatcherDevice; created: boolean }> {
     this.creates.push(wanted.deviceId);
     return super.createDevice(wanted);
-  }
-}
-
-class CountingStore implements IdentityStore {
-  readonly writes: string[] = [];
-  readonly inner: IdentityStore;
-  constructor(inner: IdentityStore) {
-    this.inner = inner;
-  }
-  get(deviceId: string): Promise<IdentityDoc | undefined> {
-    return this.inner.get(deviceId);
-  }
-  create(body: Record<string, unknown>): Promise<IdentityDoc> {
-    this.writes.push(`create ${String(body.deviceId)}`);
-    return this.inner.create(body);
-  }
-  update(body: Record<string, unknown>): Promise<IdentityDoc> {
-    this.writes.push(`update ${String(body.deviceId)}`);
-    return this.inner.update(body);
   }
 }
 
