@@ -132,11 +132,24 @@ export class TestOrigin {
       if (obj.dieAfter !== undefined) n = Math.min(n, obj.dieAfter - sent);
       const ok = res.write(body.subarray(sent, sent + n));
       sent += n;
-      if (!ok) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+      if (!ok) await drainedOrClosed(res);
       if (res.destroyed) return;
     }
     res.end();
   }
+}
+
+/** Waits for 'drain' or 'close', removing both listeners after (a race of events.once leaves the loser's behind). */
+function drainedOrClosed(res: http.ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 export interface FetchResult {
