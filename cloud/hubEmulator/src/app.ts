@@ -129,7 +129,10 @@ export async function startHubEmulator(options: HubEmulatorOptions): Promise<Hub
   });
 
   const tlsOptions = { cert: certificate.certPem + ca.certPem, key: certificate.keyPem };
-  const https = createHttpsServer({ ...tlsOptions, requestTimeout: 320_000 }, createServiceApi(hub, policy));
+  // Idle keep-alive connections stay open for 4 minutes, like the idle timeout in front of IoT Hub. The service SDK's
+  // agents keep sockets alive with no idle timeout of their own, so with Node's 5 s default a request could pick
+  // up a socket the server was closing at that moment and fail with "socket hang up".
+  const https = createHttpsServer({ ...tlsOptions, requestTimeout: 320_000, keepAliveTimeout: 240_000, headersTimeout: 250_000 }, createServiceApi(hub, policy));
   const mqtt = createTlsServer(tlsOptions, (socket) => new MqttSession(socket, hub, log));
   mqtt.on('tlsClientError', () => undefined);
   https.on('tlsClientError', () => undefined);
