@@ -78,7 +78,10 @@ export class EventHubsAdapter {
           return Promise.resolve();
         },
       },
-      { startPosition: earliestEventPosition, maxBatchSize: this.#options.maxBatchSize ?? 100, maxWaitTimeInSeconds: 1, skipParsingBodyAsJson: true },
+      // Batches of 25, not 100: a batch runs as one task (the core's work is synchronous under its promises), and
+      // the method replies of the deliveries it records wait behind it. Smaller batches cut that wait (dispatch
+      // bench: recorded -> accepted p95 0.8-1.5 s instead of 0.9-1.8 s) for one checkpoint write per 25 events.
+      { startPosition: earliestEventPosition, maxBatchSize: this.#options.maxBatchSize ?? 25, maxWaitTimeInSeconds: 1, skipParsingBodyAsJson: true },
     );
   }
 
