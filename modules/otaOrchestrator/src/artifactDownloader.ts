@@ -6,6 +6,7 @@ import { mkdir, open, rename, rm, stat, statfs } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import path from 'node:path';
+import { hashFile } from './fileHash.ts';
 import { plainHttpGet } from './plainHttpGet.ts';
 import type { DownloadResponse } from './plainHttpGet.ts';
 
@@ -96,7 +97,7 @@ export class ArtifactDownloader {
     }
     await this.#checkFreeSpace(partial, size - have);
     const hash = createHash('sha256');
-    if (have > 0) await hashPrefix(partial, have, hash);
+    if (have > 0) await hashFile(partial, hash, have);
     if (have === size) {
       await finish(partial, hash, request);
       return;
@@ -239,7 +240,7 @@ async function copyLocal(url: URL, partial: string, hash: Hash, from: number, re
 async function verifiedAlready(request: DownloadRequest): Promise<boolean> {
   if ((await fileSize(request.destination)) !== request.sizeInBytes) return false;
   const hash = createHash('sha256');
-  await hashPrefix(request.destination, request.sizeInBytes, hash);
+  await hashFile(request.destination, hash, request.sizeInBytes);
   return hash.digest('base64') === request.sha256;
 }
 
@@ -257,12 +258,6 @@ async function fileSize(file: string): Promise<number> {
     return (await stat(file)).size;
   } catch {
     return 0;
-  }
-}
-
-async function hashPrefix(file: string, length: number, hash: Hash): Promise<void> {
-  for await (const chunk of createReadStream(file, { start: 0, end: length - 1, highWaterMark: writeChunkBytes }) as AsyncIterable<Buffer>) {
-    hash.update(chunk);
   }
 }
 

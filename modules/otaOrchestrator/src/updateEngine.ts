@@ -12,11 +12,11 @@ import {
 } from '@edge-ota/common';
 import type { ApplyUpdateReply, FullUpdateManifest, InlineStep, ResultCodeName, TrustStore, UpdateDelivery, UpdateManifest } from '@edge-ota/common';
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { ArtifactDownloader, ArtifactSource } from './artifactDownloader.ts';
 import type { FaultInjection } from './faultInjection.ts';
+import { hashFile } from './fileHash.ts';
 import type { JobEvent, JobState } from './jobStates.ts';
 import { feedbackStepOf, isTerminal, maxStateEntries, nextState } from './jobStates.ts';
 import type { FeedbackDraft, JobSource, JobStore, StepPhase, UpdateJob } from './jobStore.ts';
@@ -470,12 +470,9 @@ export class UpdateEngine {
     for (const { entry } of this.#localFiles(loaded).values()) {
       const file = this.#filePath(job, entry.filename);
       const hash = createHash('sha256');
-      let size = 0;
+      let size: number;
       try {
-        for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
-          hash.update(chunk);
-          size += chunk.length;
-        }
+        size = await hashFile(file, hash);
       } catch (error) {
         throw new OtaError('DOWNLOAD_STORAGE_ERROR', `${entry.filename}: cannot read the downloaded file: ${(error as Error).message}`, { cause: error });
       }

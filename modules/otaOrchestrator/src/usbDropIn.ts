@@ -6,6 +6,7 @@ import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { request } from 'node:http';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { hashFile } from './fileHash.ts';
 import type { UpdateEngine } from './updateEngine.ts';
 
 // The USB drop-in: a directory (the bind-mounted mount point of a stick) watched for offline bundles. A bundle is
@@ -154,7 +155,7 @@ export class UsbDropIn {
 
 async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) hash.update(chunk);
+  await hashFile(file, hash);
   return hash.digest('hex');
 }
 
