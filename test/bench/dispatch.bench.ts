@@ -202,6 +202,20 @@ export async function main(args: string[]): Promise<void> {
     process.stdout.write(`identity created (API 201) -> manifest delivered: p50 ${figures.p50_ms} ms, p95 ${figures.p95_ms} ms, max ${figures.max_ms} ms\n`);
     process.stdout.write(`create request sent -> manifest delivered: p50 ${figures.request_p50_ms} ms, p95 ${figures.request_p95_ms} ms\n`);
     process.stdout.write(`breakdown:\n  ${breakdown.join('\n  ')}\n`);
+    // The same latency by order of creation (tenths of the run): shows whether the tail is start-up or backlog.
+    const order = [...created.keys()].sort((a, b) => created.get(a)! - created.get(b)!);
+    const tenths = Array.from({ length: 10 }, (_, t) => {
+      const slice = order.slice(Math.floor((t * order.length) / 10), Math.floor(((t + 1) * order.length) / 10))
+        .map((id) => delivered.get(id)! - created.get(id)!).sort((a, b) => a - b);
+      return `${percentile(slice, 50).toFixed(0)}/${percentile(slice, 95).toFixed(0)}`;
+    });
+    process.stdout.write(`identity created -> delivered p50/p95 ms per tenth of the devices in creation order: ${tenths.join(' ')}\n`);
+    const first = order.slice(0, Math.floor(order.length / 10)).filter((id) => lifecycle.has(id));
+    const firstStage = (f: (id: string) => number): string => {
+      const values = first.map(f).sort((a, b) => a - b);
+      return `${percentile(values, 50).toFixed(0)}/${percentile(values, 95).toFixed(0)}`;
+    };
+    process.stdout.write(`first tenth p50/p95 ms: 201 -> taken up ${firstStage((id) => lifecycle.get(id)!.received - created.get(id)!)}, recorded -> accepted ${firstStage((id) => delivered.get(id)! - lifecycle.get(id)!.ingested)}\n`);
     // A delivery that needed more than one attempt waited out a backoff (and wrote the twin): say how many did.
     const attempts = new Map<number, number>();
     let twins = 0;
