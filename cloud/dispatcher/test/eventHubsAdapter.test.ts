@@ -44,6 +44,8 @@ describe('EventHubsAdapter and its SQLite checkpoint store', () => {
     const seen1 = new RecordingIngestion();
     const adapter1 = new EventHubsAdapter({ connectionString: hub.info.eventHubsConnectionString, store, ingestion: seen1 as unknown as EventIngestion });
     adapter1.start();
+    // Ready once every partition is being read (what createDispatcher waits for before it reports ready).
+    expect(await adapter1.ready(30_000)).toBe(true);
     await eventually(() => (first.every((id) => seen1.events.some((e) => e.deviceId === id)) ? true : undefined), 30_000, 'first six lifecycle events');
     // Checkpoints are written after each batch; partitions count from 0, so all six are covered when the
     // checkpointed sequence numbers (+1 each) add up to six.
