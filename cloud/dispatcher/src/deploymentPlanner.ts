@@ -1,3 +1,4 @@
+import { compareVersions } from '@edge-ota/common';
 import type { Catalog } from './catalog.ts';
 import type { DispatchQueue } from './dispatchQueue.ts';
 import type { ManifestBuilder } from './manifestBuilder.ts';
@@ -6,7 +7,9 @@ import type { DeviceRecord, DispatcherStore } from './store.ts';
 
 // Decides what a live device must get and records the delivery: the update assigned to the device (or its
 // group's rule), sent to the orchestrator that installs it (targetGateway). Idempotent: the job id is derived
-// from (device, update), so a repeated create event or a restart finds the delivery recorded already.
+// from (device, update, assignment revision), so a repeated create event or a restart finds the delivery recorded
+// already. A reassignment (or a group's new rule) cancels what was not delivered yet and plans the new update; an
+// update older than the installed version goes out as an intended rollback.
 
 export type PlanOutcome =
   | { planned: true; jobId: string; gatewayId: string; updateId: string }
@@ -59,9 +62,11 @@ export class DeploymentPlanner {
       note('noGateway', 'the device has no parent gateway and is not a gateway: no orchestrator can take the job');
       return { planned: false, reason: 'no-gateway' };
     }
-    const jobId = jobIdFor(deviceId, updateId);
+    const assignmentRevision = device.assignmentRevision ?? 0;
+    const jobId = jobIdFor(deviceId, updateId, assignmentRevision);
     if (this.#store.getDelivery(jobId)) return { planned: false, reason: 'already-planned', jobId };
-    const built = await this.#builder.build(update, { deviceId, gatewayId });
+    const rollback = device.installedVersion !== undefined && compareVersions(update.version, device.installedVersion) < 0;
+    const built = await this.#builder.build(update, { deviceId, gatewayId, assignmentRevision, ...(rollback ? { rollback } : {}) });
     // Recorded before the first attempt: from here on a crash cannot lose the delivery.
     const recorded = this.#store.insertDelivery({
       jobId, deviceId, gatewayId, updateId, state: 'pending', payload: JSON.stringify(built.method), twinPayload: JSON.stringify(built.twin),
@@ -73,5 +78,20 @@ export class DeploymentPlanner {
     }
     else this.#queue.kick();
     return recorded ? { planned: true, jobId, gatewayId, updateId } : { planned: false, reason: 'already-planned', jobId };
+  }
+
+  /**
+   * After the device's assignment (or its group's rule) changed: deliveries not made yet are cancelled (their twin
+   * copies withdrawn), then the update now assigned is planned. A job already delivered runs to its end; the
+   * orchestrator runs the new one after it.
+   */
+  async replan(deviceId: string, reason: string): Promise<PlanOutcome> {
+    const device = this.#store.getDevice(deviceId);
+    if (!device || device.lifecycle !== 'live') return { planned: false, reason: 'device-not-live' };
+    // The job for what is assigned now may be pending already (the same rule set twice): that one stays.
+    const assigned = this.assignedUpdate(device);
+    const keep = assigned === undefined ? undefined : jobIdFor(deviceId, assigned, device.assignmentRevision ?? 0);
+    for (const job of this.#store.cancelPending(deviceId, reason, keep)) if (job.twinWritten) await this.#queue.cancelTwin({ ...job, deviceId });
+    return this.plan(deviceId);
   }
 }

@@ -32,7 +32,8 @@ export interface ApiContext {
   maxBundleBytes: number;
 }
 
-type Handler = (request: IncomingMessage, params: string[], url: URL) => Promise<{ status: number; body: unknown } | undefined>;
+type ApiAnswer = { status: number; body: unknown };
+type Handler = (request: IncomingMessage, params: string[], url: URL) => Promise<ApiAnswer | undefined>;
 
 interface Route {
   method: string;
@@ -140,6 +141,31 @@ export function createRequestHandler(ctx: ApiContext): (request: IncomingMessage
     return Promise.resolve({ status: 200, body: { history: ctx.store.history(id!, limitParam(url, 500, 5000)) } });
   });
 
+  // Reassignment: the device's own update (PUT) or back to its group's rule (DELETE). What was not delivered yet is
+  // cancelled and the update now assigned is planned as a new job; setting what is already assigned changes nothing.
+  const reassign = async (deviceId: string, updateId: string | undefined): Promise<ApiAnswer> => {
+    const device = requireDevice(deviceId);
+    if (device.assignedUpdateId !== updateId) {
+      ctx.store.reassignDevice(deviceId, updateId);
+      ctx.store.addHistory(deviceId, {
+        at: new Date().toISOString(), jobId: undefined, kind: 'delivery', step: undefined, status: 'reassigned', resultCode: undefined, extendedResultCode: undefined,
+        details: updateId ? `assigned ${updateId} (was ${device.assignedUpdateId ?? 'the group rule'})` : `assignment ${device.assignedUpdateId ?? ''} removed: the group rule applies`,
+      });
+    }
+    const plan = device.assignedUpdateId !== updateId ? await ctx.planner.replan(deviceId, 'reassigned') : await ctx.planner.plan(deviceId);
+    return { status: 200, body: { device: ctx.views.device(ctx.store.getDevice(deviceId)!), plan } };
+  };
+  route('PUT', /^\/devices\/([^/]+)\/assignment$/, async (request, [id]) => {
+    const body = await readJson(request, ctx.maxJsonBytes);
+    checkRequest(requestSchemas.Assignment, body);
+    const { updateId } = body as { updateId: string };
+    requireDevice(id!);
+    if (!ctx.catalog.get(updateId)) throw new DispatcherError('UPDATE_NOT_FOUND', `${updateId} is not in the catalog`, { updateId });
+    return reassign(id!, updateId);
+  });
+  route('DELETE', /^\/devices\/([^/]+)\/assignment$/, (_request, [id]) => reassign(id!, undefined));
+
+  // A group's rule applies at once to its live devices that have no update of their own: a rollout to the group.
   route('PUT', /^\/groups\/([^/]+)$/, async (request, [group]) => {
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(group!)) throw new DispatcherError('GROUP_INVALID');
     const body = await readJson(request, ctx.maxJsonBytes);
@@ -147,7 +173,22 @@ export function createRequestHandler(ctx: ApiContext): (request: IncomingMessage
     const { updateId } = body as { updateId: string };
     if (!ctx.catalog.get(updateId)) throw new DispatcherError('UPDATE_NOT_FOUND', `${updateId} is not in the catalog`, { updateId });
     ctx.store.setGroupRule(group!, updateId);
-    return { status: 200, body: { group, updateId } };
+    const rollout = { devices: 0, planned: 0, alreadyPlanned: 0, notLive: 0 };
+    let after: string | undefined;
+    for (;;) {
+      const page = ctx.store.listDevices({ group: group!, limit: 500, ...(after === undefined ? {} : { after }) });
+      if (page.length === 0) break;
+      for (const device of page) {
+        if (device.assignedUpdateId !== undefined) continue;
+        rollout.devices += 1;
+        const outcome = await ctx.planner.replan(device.deviceId, `group ${group!} now has ${updateId}`);
+        if (outcome.planned) rollout.planned += 1;
+        else if (outcome.reason === 'already-planned') rollout.alreadyPlanned += 1;
+        else if (outcome.reason === 'device-not-live') rollout.notLive += 1;
+      }
+      after = page[page.length - 1]!.deviceId;
+    }
+    return { status: 200, body: { group, updateId, rollout } };
   });
   route('GET', /^\/groups$/, () => Promise.resolve({ status: 200, body: { groups: ctx.store.listGroupRules() } }));
 

@@ -28,9 +28,14 @@ export interface ManifestBuilderOptions {
   urlLifetimeMs?: number;
 }
 
-/** One job id per (device, update): a redelivered job is the same job to the orchestrator. */
-export function jobIdFor(deviceId: string, updateId: string): string {
-  return `job-${createHash('sha256').update(`${deviceId}\n${updateId}`).digest('hex').slice(0, 40)}`;
+/**
+ * One job id per (device, update, assignment revision): a redelivered job is the same job to the orchestrator, and
+ * a device reassigned to an update it had before gets a new one. Revision 0 (never reassigned) keeps the id of
+ * (device, update) alone.
+ */
+export function jobIdFor(deviceId: string, updateId: string, assignmentRevision = 0): string {
+  const key = assignmentRevision === 0 ? `${deviceId}\n${updateId}` : `${deviceId}\n${updateId}\n#${assignmentRevision}`;
+  return `job-${createHash('sha256').update(key).digest('hex').slice(0, 40)}`;
 }
 
 export class ManifestBuilder {
@@ -40,12 +45,15 @@ export class ManifestBuilder {
     this.#options = { manifestLifetimeMs: 30 * 24 * 3600_000, urlLifetimeMs: 30 * 24 * 3600_000, ...options };
   }
 
-  async build(update: CatalogUpdate, target: { deviceId: string; gatewayId: string }, now = new Date()): Promise<BuiltDelivery> {
+  /** `rollback`: the update is older than what the device runs, and going back to it is intended (its policy allows it). */
+  async build(update: CatalogUpdate, target: { deviceId: string; gatewayId: string; assignmentRevision?: number; rollback?: boolean }, now = new Date()): Promise<BuiltDelivery> {
     const { signingKey, artifacts } = this.#options;
-    const jobId = jobIdFor(target.deviceId, update.updateId);
+    const jobId = jobIdFor(target.deviceId, update.updateId, target.assignmentRevision);
     const expires = new Date(now.getTime() + this.#options.manifestLifetimeMs);
     const urlExpiry = new Date(now.getTime() + this.#options.urlLifetimeMs);
-    const { manifest, bytes } = updateManifestFromImport(update.importManifest, { expiresDateTime: expires, manifestId: jobId, createdDateTime: now });
+    const { manifest, bytes } = updateManifestFromImport(update.importManifest, {
+      expiresDateTime: expires, manifestId: jobId, createdDateTime: now, ...(target.rollback ? { rollback: true } : {}),
+    });
     const fileUrls: Record<string, string> = {};
     for (const [fileId, file] of Object.entries(manifest.files)) {
       const stored = update.files.find((f) => f.filename === file.filename);

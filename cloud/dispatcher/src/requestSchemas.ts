@@ -35,6 +35,12 @@ export const requestSchemas = {
       updateId,
     },
   },
+  Assignment: {
+    type: 'object',
+    required: ['updateId'],
+    additionalProperties: false,
+    properties: { updateId },
+  },
   GroupRule: {
     type: 'object',
     required: ['updateId'],

@@ -123,11 +123,14 @@ export const migrations: readonly string[] = [
   // most expensive query in the dispatch bench).
   `DROP INDEX jobs_due;
    CREATE INDEX jobs_due ON jobs (delivery_state, next_attempt_at, job_id);`,
+  // 5: reassignments are counted, so a device can be given an update again (or an older one) as a new job.
+  `ALTER TABLE devices ADD COLUMN assignment_revision INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 interface DeviceRow {
   device_id: string; parent_id: string | null; is_gateway: number; group_name: string | null; tags: string;
   assigned_update: string | null; lifecycle: DeviceRecord['lifecycle']; lifecycle_at: string | null; installed_version: string | null; created_at: string;
+  assignment_revision: number;
 }
 interface UpdateRow { update_id: string; provider: string; name: string; version: string; import_manifest: string; files: string; source: CatalogUpdate['source']; imported_at: string }
 interface JobRow {
@@ -141,6 +144,7 @@ const toDevice = (r: DeviceRow): DeviceRecord => ({
   deviceId: r.device_id, parentId: r.parent_id ?? undefined, isGateway: r.is_gateway === 1, group: r.group_name ?? undefined,
   tags: JSON.parse(r.tags) as Record<string, string>, assignedUpdateId: r.assigned_update ?? undefined, lifecycle: r.lifecycle,
   lifecycleAt: r.lifecycle_at ?? undefined, installedVersion: r.installed_version ?? undefined, createdAt: r.created_at,
+  assignmentRevision: r.assignment_revision,
 });
 const toUpdate = (r: UpdateRow): CatalogUpdate => ({
   updateId: r.update_id, provider: r.provider, name: r.name, version: r.version, importManifest: JSON.parse(r.import_manifest) as CatalogUpdate['importManifest'],
@@ -292,6 +296,11 @@ export class SqliteStore implements DispatcherStore {
     })();
   }
 
+  reassignDevice(deviceId: string, assignedUpdateId: string | undefined): DeviceRecord | undefined {
+    this.#sql('UPDATE devices SET assigned_update = ?, assignment_revision = assignment_revision + 1 WHERE device_id = ?').run(assignedUpdateId ?? null, deviceId);
+    return this.getDevice(deviceId);
+  }
+
   listDevices(options: { group?: string; limit: number; after?: string }): DeviceRecord[] {
     const rows = this.#sql<[string | null, string | null, string, number], DeviceRow>(
       'SELECT * FROM devices WHERE (? IS NULL OR group_name = ?) AND device_id > ? ORDER BY device_id LIMIT ?',
@@ -403,11 +412,11 @@ export class SqliteStore implements DispatcherStore {
     })();
   }
 
-  cancelPending(deviceId: string, reason: string): Array<{ jobId: string; gatewayId: string; twinWritten: boolean }> {
+  cancelPending(deviceId: string, reason: string, keepJobId?: string): Array<{ jobId: string; gatewayId: string; twinWritten: boolean }> {
     return this.#db.transaction(() => {
-      const rows = this.#sql<[string], { job_id: string; gateway_id: string; twin_written: number }>(
-        `SELECT job_id, gateway_id, twin_written FROM jobs WHERE device_id = ? AND delivery_state = 'pending'`,
-      ).all(deviceId);
+      const rows = this.#sql<[string, string | null], { job_id: string; gateway_id: string; twin_written: number }>(
+        `SELECT job_id, gateway_id, twin_written FROM jobs WHERE device_id = ? AND delivery_state = 'pending' AND job_id IS NOT ?`,
+      ).all(deviceId, keepJobId ?? null);
       for (const { job_id } of rows) {
         this.#sql(`UPDATE jobs SET delivery_state = 'cancelled', state = 'cancelled', last_error = ? WHERE job_id = ?`).run(reason, job_id);
         this.addHistory(deviceId, { at: new Date().toISOString(), jobId: job_id, kind: 'delivery', step: undefined, status: 'cancelled', resultCode: undefined, extendedResultCode: undefined, details: reason });

@@ -19,6 +19,8 @@ export interface DeviceRecord {
   lifecycleAt: string | undefined;
   installedVersion: string | undefined;
   createdAt: string;
+  /** Counts reassignments of the device's update (0 when never reassigned); part of the job id of every job after one. */
+  assignmentRevision?: number;
 }
 
 export interface CatalogFile {
@@ -120,6 +122,8 @@ export interface DispatcherStore {
   getDevice(deviceId: string): DeviceRecord | undefined;
   /** Undoes insertDevice when IoT Hub refused the identity (only a device without jobs). */
   removeDevice(deviceId: string): void;
+  /** Sets (or clears, so the group rule applies) the device's own update and counts the reassignment; undefined if no such device. */
+  reassignDevice(deviceId: string, assignedUpdateId: string | undefined): DeviceRecord | undefined;
   listDevices(options: { group?: string; limit: number; after?: string }): DeviceRecord[];
   /** Applies a lifecycle event unless a later one was applied already; returns whether it was applied. */
   applyLifecycle(deviceId: string, lifecycle: 'live' | 'deleted', at: string): boolean;
@@ -141,7 +145,8 @@ export interface DispatcherStore {
   nextDueAt(): number | undefined;
   /** `rejected`: the orchestrator refused the job (bad signature, incompatible device...): the job fails at step `manifest`. */
   markAttempt(jobId: string, result: { delivered: boolean; error?: string; nextAttemptAt: number; twinWritten?: boolean; rejected?: { resultCode: number; extendedResultCode: number; details: string } }): void;
-  cancelPending(deviceId: string, reason: string): Array<{ jobId: string; gatewayId: string; twinWritten: boolean }>;
+  /** Cancels the device's deliveries not made yet (but `keepJobId`); returns them. */
+  cancelPending(deviceId: string, reason: string, keepJobId?: string): Array<{ jobId: string; gatewayId: string; twinWritten: boolean }>;
   /** Makes every pending delivery to this gateway due now (it showed signs of life). */
   expediteGateway(gatewayId: string, now: number): number;
   // events and feedback

@@ -7,7 +7,7 @@ import type { DeliveryRecord, DeviceRecord, DispatcherStore } from '../src/store
 export function device(deviceId: string, extra: Partial<DeviceRecord> = {}): DeviceRecord {
   return {
     deviceId, parentId: 'gw', isGateway: false, group: 'g', tags: {}, assignedUpdateId: 'P/N@1.0', lifecycle: 'registered', lifecycleAt: undefined,
-    installedVersion: undefined, createdAt: '2026-11-22T00:00:00.000Z', ...extra,
+    installedVersion: undefined, createdAt: '2026-11-22T00:00:00.000Z', assignmentRevision: 0, ...extra,
   };
 }
 
@@ -51,6 +51,24 @@ export function storeContract(name: string, open: () => { store: DispatcherStore
         expect(store.getDevice('d')?.lifecycle).toBe('deleted');
         expect(store.applyLifecycle('d', 'live', '2026-11-22T10:00:03Z')).toBe(true);
         expect(store.getDevice('d')?.lifecycle).toBe('live');
+      } finally {
+        cleanup();
+      }
+    });
+
+    it('reassigns a device, counting each reassignment, and cancels pending work but the job asked to keep', () => {
+      const { store, cleanup } = open();
+      try {
+        store.insertDevice(device('d'));
+        expect(store.reassignDevice('d', 'P/N@2.0')).toMatchObject({ assignedUpdateId: 'P/N@2.0', assignmentRevision: 1 });
+        expect(store.reassignDevice('d', undefined)).toMatchObject({ assignedUpdateId: undefined, assignmentRevision: 2 });
+        expect(store.getDevice('d')).toMatchObject({ assignedUpdateId: undefined, assignmentRevision: 2 });
+        expect(store.reassignDevice('nobody', 'P/N@2.0')).toBeUndefined();
+        store.insertDelivery(delivery('old', 'd'));
+        store.insertDelivery(delivery('new', 'd'));
+        expect(store.cancelPending('d', 'reassigned', 'new').map((j) => j.jobId)).toEqual(['old']);
+        expect(store.getDelivery('new')?.state).toBe('pending');
+        expect(store.getDelivery('old')?.state).toBe('cancelled');
       } finally {
         cleanup();
       }
