@@ -6,7 +6,7 @@ import type { FirstBootInfo } from './factoryBundles.ts';
 import type { EdgeRoot } from './factoryCertificates.ts';
 import { edgeCaStillGood, issueEdgeCa, loadOrCreateEdgeRoot } from './factoryCertificates.ts';
 import type { DispatcherDevice, WantedDevice } from './factoryDispatcher.ts';
-import { DispatcherClient, dispatcherConflict } from './factoryDispatcher.ts';
+import { DispatcherClient, dispatcherConflict, ownAssignment } from './factoryDispatcher.ts';
 import type { HubTarget, IdentityDoc, IdentityStore } from './factoryIdentities.ts';
 import { ServiceIdentityStore, deviceConnectionString, ensureIdentity } from './factoryIdentities.ts';
 import type { GatewaySpec, Topology } from './factoryTopology.ts';
@@ -159,7 +159,9 @@ export async function runFactory(options: FactoryOptions): Promise<FactoryResult
     if (entry.record) {
       const conflict = dispatcherConflict(entry.record, entry.wanted);
       if (conflict) conflicts.push({ code: 'DISPATCHER_CONFLICT', text: conflict });
-    } else if (entry.wanted.updateId) {
+    }
+    // A new device, or one to be reassigned: its update must be in the catalog.
+    if ((!entry.record || ownAssignment(entry.record) !== entry.wanted.updateId) && entry.wanted.updateId) {
       const updateId = entry.wanted.updateId;
       if (!catalog.has(updateId)) catalog.set(updateId, await dispatcher.hasUpdate(updateId));
       if (!catalog.get(updateId)) {
@@ -188,7 +190,10 @@ export async function runFactory(options: FactoryOptions): Promise<FactoryResult
     let viaDispatcher = false;
     if (dispatcher) {
       const assignment = wanted.updateId ? `assigned ${wanted.updateId}` : 'no update of its own';
-      if (entry.record) {
+      if (entry.record && ownAssignment(entry.record) !== wanted.updateId) {
+        await dispatcher.reassign(wanted.deviceId, wanted.updateId);
+        record({ action: 'updated', kind: 'dispatcher', subject: wanted.deviceId, detail: `${assignment} (was ${ownAssignment(entry.record) ?? 'no update of its own'})` });
+      } else if (entry.record) {
         record({ action: 'unchanged', kind: 'dispatcher', subject: wanted.deviceId, detail: assignment });
       } else {
         const { device, created } = await dispatcher.createDevice(wanted);

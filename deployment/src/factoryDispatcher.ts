@@ -3,8 +3,9 @@ import { FactoryError } from './factoryTopology.ts';
 // The dispatcher's device-manager API (cloud/dispatcher/openapi.yaml) as the factory uses it. POST /devices
 // records the device with its assigned update and then registers the identity in IoT Hub under its parent, so
 // when a dispatcher is given the factory creates devices through it (the createDeviceIdentity event then finds
-// the assignment) and never creates those identities itself. The API has no reassignment and no adoption of an
-// identity that exists in IoT Hub already, so both are reported as conflicts rather than worked around.
+// the assignment) and never creates those identities itself. A device whose own update differs from the
+// topology's is reassigned (PUT or DELETE /devices/{id}/assignment). The API cannot adopt an identity that exists
+// in IoT Hub already, nor change a device's parent or role: those are reported as conflicts, not worked around.
 
 export interface DispatcherDevice {
   deviceId: string;
@@ -89,6 +90,13 @@ export class DispatcherClient {
     return result.body as DispatcherDevice;
   }
 
+  /** Sets the device's own update (or removes it, so its group's rule applies); the dispatcher plans the new job. */
+  async reassign(deviceId: string, updateId: string | undefined): Promise<void> {
+    const route = `/devices/${encodeURIComponent(deviceId)}/assignment`;
+    const result = updateId === undefined ? await this.#call('DELETE', route) : await this.#call('PUT', route, { updateId });
+    if (result.status !== 200) throw this.#refused(`reassigning ${deviceId}`, result.status, result.body);
+  }
+
   /** POST /devices; a 409 (created meanwhile) is answered with what the dispatcher holds now. */
   async createDevice(wanted: WantedDevice): Promise<{ device: DispatcherDevice; created: boolean }> {
     const body = {
@@ -115,10 +123,10 @@ export function dispatcherConflict(existing: DispatcherDevice, wanted: WantedDev
   const parent = existing.parentId ?? undefined;
   if (parent !== wanted.parentId) return `${wanted.deviceId} has parent ${parent ?? '(none)'} in the dispatcher, the topology says ${wanted.parentId ?? '(none)'}`;
   if ((existing.isGateway ?? false) !== wanted.isGateway) return `${wanted.deviceId} is ${existing.isGateway ? '' : 'not '}a gateway in the dispatcher, the topology says the opposite`;
-  const own = existing.assignedBy === 'device' ? (existing.assignedUpdateId ?? undefined) : undefined;
-  if (own !== wanted.updateId) {
-    return `${wanted.deviceId} is assigned ${own ?? 'no update of its own'} in the dispatcher, the topology says ${wanted.updateId ?? 'none'}; ` +
-      'the factory does not reassign (the dispatcher API has no reassignment)';
-  }
   return undefined;
+}
+
+/** The device's own update in the dispatcher (not one it follows from its group's rule). */
+export function ownAssignment(existing: DispatcherDevice): string | undefined {
+  return existing.assignedBy === 'device' ? (existing.assignedUpdateId ?? undefined) : undefined;
 }

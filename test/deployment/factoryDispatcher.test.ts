@@ -105,7 +105,7 @@ describe('factory setup through the dispatcher', () => {
     expect(await etags()).toEqual(before);
   });
 
-  it('refuses to reassign, to adopt an identity the dispatcher did not create, or to assign an update missing from the catalog, and then changes nothing', async () => {
+  it('refuses to adopt an identity the dispatcher did not create, or to assign an update missing from the catalog, and then changes nothing', async () => {
     // Created in IoT Hub behind the dispatcher's back, without a parent: the dispatcher learns of it from the
     // lifecycle event and keeps a record with no parent, which the topology contradicts.
     await harness.registry.create({ deviceId: 'd-orphan', capabilities: { iotEdge: false } });
@@ -118,12 +118,28 @@ describe('factory setup through the dispatcher', () => {
     const store = new CountingStore(new ServiceIdentityStore(harness.info.serviceConnectionString));
     const error = await runFactory(options(file, { dispatcher, identityStore: store, outDir: path.join(work, 'never') })).then(() => undefined, (e: unknown) => e as Error & { code: string });
     expect(error?.code).toBe('DISPATCHER_CONFLICT');
-    expect(error?.message).toContain(`d-mcu is assigned ${firmware} in the dispatcher, the topology says Contoso/McuFw@2.0.0; the factory does not reassign`);
     expect(error?.message).toContain('d-orphan has parent (none) in the dispatcher, the topology says d-line');
     expect(error?.message).toContain('Contoso/McuFw@9.0.0 (for d-new) is not in the dispatcher\'s catalog');
     expect(dispatcher.creates).toEqual([]);
     expect(store.writes).toEqual([]);
     expect((await api(base, 'GET', '/devices/d-new')).status).toBe(404);
+    // The reassignment the same topology asks for (d-mcu to 2.0.0) waited for the conflicts: nothing was changed.
+    expect((await api(base, 'GET', '/devices/d-mcu')).body).toMatchObject({ assignedUpdateId: firmware });
+  });
+
+  it('reassigns a device whose software changed in the topology, and a rerun is unchanged again', async () => {
+    const file = writeTopology('newer.json', topology('Contoso/McuFw@2.0.0'));
+    const first = await runFactory(options(file));
+    // The dispatcher record, and the gateway's summary that lists its MCUs' firmware.
+    expect(first.actions.filter((a) => a.action !== 'unchanged').map((a) => `${a.action} ${a.kind} ${a.kind === 'file' ? path.basename(a.subject) : a.subject}: ${a.detail ?? ''}`)).toEqual([
+      `updated dispatcher d-mcu: assigned Contoso/McuFw@2.0.0 (was ${firmware})`,
+      'updated file gateway.json: ',
+    ]);
+    expect((await api(base, 'GET', '/devices/d-mcu')).body).toMatchObject({ assignedUpdateId: 'Contoso/McuFw@2.0.0', assignedBy: 'device' });
+    const history = (await api(base, 'GET', '/devices/d-mcu/history')).body.history as Array<{ status: string }>;
+    expect(history.some((h) => h.status === 'reassigned')).toBe(true);
+    const again = await runFactory(options(file));
+    expect(again.actions.filter((a) => a.action !== 'unchanged')).toEqual([]);
   });
 
   it('says plainly when the dispatcher is not there', async () => {
