@@ -17,9 +17,8 @@ export type PlanOutcome =
 
 /**
  * Whose `otaOrchestrator` takes a device's job. A gateway installs its own software, nested or not: a child
- * gateway's nested edgeHub reaches its own module, so nothing is handed on through the parent (the delivery's
- * `target.viaGateway` is never set). A device that is not a gateway (leaf, MCU) is served by its parent gateway's
- * orchestrator; without a parent no orchestrator can take its job.
+ * gateway's nested edgeHub reaches its own module, so nothing is handed on through the parent. A device that is
+ * not a gateway (leaf, MCU) is served by its parent gateway's orchestrator; without a parent none can take its job.
  */
 export function targetGateway(device: Pick<DeviceRecord, 'deviceId' | 'parentId' | 'isGateway'>): string | undefined {
   return device.isGateway ? device.deviceId : device.parentId;

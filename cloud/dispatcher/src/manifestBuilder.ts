@@ -60,7 +60,6 @@ export class ManifestBuilder {
       if (!stored) throw new Error(`catalog entry ${update.updateId} has no artifact for ${file.filename}`);
       fileUrls[fileId] = artifacts.signedUrl(stored.artifactKey, file.filename, urlExpiry);
     }
-    // Never `viaGateway`: the job goes straight to the orchestrator that installs it (deploymentPlanner.targetGateway).
     const deliveryTarget = { deviceId: target.deviceId };
     const full: UpdateDelivery = {
       workflow: { action: WORKFLOW_PROCESS_DEPLOYMENT, id: jobId },

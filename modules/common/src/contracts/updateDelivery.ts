@@ -20,7 +20,7 @@ export interface UpdateDelivery {
   updateManifest: string;
   updateManifestSignature: string;
   fileUrls: Record<string, string>;
-  target?: { deviceId: string; viaGateway?: string };
+  target?: { deviceId: string };
 }
 
 /** What the orchestrator answers to `applyUpdate`. */
