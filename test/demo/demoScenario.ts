@@ -338,7 +338,9 @@ function appStatus(gateway: DemoGateway): DemoSummary['gatewayApps'][string] {
   } catch {
     alive = false;
   }
-  const age = Date.now() / 1000 - Number(readFileSync(heartbeatFile, 'utf8').trim());
+  const beat = Number(readFileSync(heartbeatFile, 'utf8').trim());
+  if (!Number.isFinite(beat) || beat <= 0) return { running: false, pid, heartbeatAgeSeconds: null };
+  const age = Date.now() / 1000 - beat;
   return { running: alive && age < 10, pid, heartbeatAgeSeconds: Math.round(age * 10) / 10 };
 }
 

@@ -16,9 +16,10 @@ export const APP_NAME = 'gateway-app';
 
 /** The application: a shell script that proves it runs by keeping a heartbeat file fresh, plus a data file. */
 const APP_SCRIPT = `#!/bin/sh
-# edge-ota demo gateway application: writes its pid once and a heartbeat every second.
+# edge-ota demo gateway application: writes its pid once and a heartbeat every second (renamed into place, so a
+# reader never sees a half-written file).
 echo $$ > app.pid
-while :; do date +%s > heartbeat; sleep 1; done
+while :; do date +%s > heartbeat.tmp && mv heartbeat.tmp heartbeat; sleep 1; done
 `;
 
 export interface ImportRequest {
