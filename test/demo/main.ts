@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -13,13 +13,14 @@ import { renderSummary } from './demoSummary.ts';
 
 const usage = 'usage: npm run demo -- [--json] [--state-dir DIR] [--mcu auto|host|qemu] [--no-usb] [--verbose]';
 const repositoryRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const defaultStateDir = path.join(repositoryRoot, '.state', 'demo');
 
 let values;
 try {
   values = parseArgs({
     options: {
       json: { type: 'boolean', default: false },
-      'state-dir': { type: 'string', default: path.join(repositoryRoot, '.state', 'demo') },
+      'state-dir': { type: 'string', default: defaultStateDir },
       'no-usb': { type: 'boolean', default: false },
       mcu: { type: 'string', default: 'auto' },
       verbose: { type: 'boolean', default: false },
@@ -55,12 +56,21 @@ if (missing.length > 0) {
 const stateDir = path.resolve(values['state-dir']);
 const caDir = path.join(stateDir, 'ca');
 const REEXEC = 'EDGE_OTA_DEMO_STAGE';
+const STATE_MARKER = '.edge-ota-demo-state';
 
 if (process.env[REEXEC] !== 'run') {
   // A fresh state for every run, then the demo again with Node trusting the emulator's CA: the Azure service SDK has
   // no CA option and Node reads NODE_EXTRA_CA_CERTS only when it starts.
+  // Only the default folder, one the demo made (it leaves a marker) or an empty one is emptied: --state-dir ~ must not
+  // wipe a home folder.
+  const ours = stateDir === defaultStateDir || existsSync(path.join(stateDir, STATE_MARKER));
+  if (!ours && existsSync(stateDir) && readdirSync(stateDir).length > 0) {
+    process.stderr.write(`demo: ${stateDir} is not empty and is not a demo state folder; choose another --state-dir\n`);
+    process.exit(2);
+  }
   rmSync(stateDir, { recursive: true, force: true });
   mkdirSync(stateDir, { recursive: true });
+  writeFileSync(path.join(stateDir, STATE_MARKER), 'edge-ota demo state; emptied by the next `npm run demo`\n');
   const ca = await loadOrCreateCertificateAuthority(caDir);
   // DEP0123: the emulator is addressed by its loopback IP, which TLS clients then pass as a server name.
   const child = spawn(process.execPath, [...process.execArgv, '--disable-warning=DEP0123', fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
