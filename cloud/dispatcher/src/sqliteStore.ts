@@ -1,8 +1,6 @@
-import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import type { FeedbackMessage } from '@edge-ota/common';
-import { formatUpdateId, isTerminalFeedback } from '@edge-ota/common';
+import { checkpointInBackground, formatUpdateId, isTerminalFeedback } from '@edge-ota/common';
 import type {
   CatalogUpdate, CheckpointRecord, DeliveryRecord, DeviceRecord, DispatcherStore, FeedbackOutcome, HistoryEntry, JobOrigin, JobStatus, OwnershipRecord,
 } from './store.ts';
@@ -175,38 +173,6 @@ function jobStateFor(message: FeedbackMessage): string {
   return 'inProgress';
 }
 
-/**
- * Runs WAL checkpoints on its own connection in a worker thread. A checkpoint copies the WAL into the database and
- * fsyncs both; run by SQLite's auto-checkpoint it happens inside whichever commit crosses the threshold, on the
- * event loop: measured here at 0.1-0.7 s stalls every ~4 MB of WAL, and most of the store's time in the dispatch
- * bench. Commits themselves are unchanged (WAL, synchronous as configured); only where the copy-back runs moves.
- */
-const CHECKPOINT_WORKER = `
-const { parentPort, workerData } = require('node:worker_threads');
-const Database = require(workerData.driver);
-let db;
-try {
-  db = new Database(workerData.file, { fileMustExist: true });
-  db.pragma('busy_timeout = 1000');
-  db.pragma('synchronous = ' + workerData.synchronous);
-} catch {
-  process.exit(0);
-}
-const checkpoint = () => {
-  try { db.pragma('wal_checkpoint(PASSIVE)'); } catch { /* busy or closing: the next round does it */ }
-};
-const timer = setInterval(checkpoint, workerData.intervalMs);
-parentPort.on('message', () => {
-  clearInterval(timer);
-  checkpoint();
-  try { db.close(); } catch { /* already gone */ }
-  process.exit(0);
-});
-`;
-const sqliteDriver = createRequire(import.meta.url).resolve('better-sqlite3');
-/** The main connection checkpoints by itself only if the worker falls this far behind (pages of 4 KB: 64 MB). */
-const BACKSTOP_CHECKPOINT_PAGES = 16_000;
-
 export interface SqliteStoreOptions {
   durability?: 'normal' | 'full';
   /** Checkpoint in a worker thread (default) instead of inside commits on the event loop. */
@@ -228,7 +194,7 @@ export class SqliteStore implements DispatcherStore {
     return statement as unknown as Database.Statement<P, R>;
   }
 
-  readonly #checkpointer: Worker | undefined;
+  readonly #checkpointer: { close(): void } | undefined;
 
   constructor(file: string, options: SqliteStoreOptions = {}) {
     this.#db = new Database(file);
@@ -240,14 +206,9 @@ export class SqliteStore implements DispatcherStore {
     this.#db.pragma(`synchronous = ${synchronous}`);
     this.#db.pragma('busy_timeout = 5000');
     this.#migrate();
+    // Checkpoints off the event loop (see @edge-ota/common's checkpointInBackground).
     if (options.backgroundCheckpoints ?? true) {
-      this.#db.pragma(`wal_autocheckpoint = ${BACKSTOP_CHECKPOINT_PAGES}`);
-      this.#checkpointer = new Worker(CHECKPOINT_WORKER, {
-        eval: true, execArgv: [], workerData: { driver: sqliteDriver, file, synchronous, intervalMs: options.checkpointIntervalMs ?? 250 },
-      });
-      // It never keeps the process alive, and a failure of it only brings back the backstop checkpoints.
-      this.#checkpointer.unref();
-      this.#checkpointer.on('error', () => undefined);
+      this.#checkpointer = checkpointInBackground(this.#db, file, { synchronous, ...(options.checkpointIntervalMs ? { intervalMs: options.checkpointIntervalMs } : {}) });
     }
   }
 
@@ -270,8 +231,7 @@ export class SqliteStore implements DispatcherStore {
 
   close(): void {
     this.#db.close();
-    // The worker checkpoints once more, closes its connection and ends (it is the last one, so the WAL is folded in).
-    this.#checkpointer?.postMessage('close');
+    this.#checkpointer?.close();
   }
 
   insertDevice(d: DeviceRecord): boolean {

@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { StatementCache } from './statementCache.ts';
-import { checkpointInBackground } from './checkpointWorker.ts';
+import { checkpointInBackground } from '@edge-ota/common';
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 

@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { StatementCache } from './statementCache.ts';
-import { checkpointInBackground } from './checkpointWorker.ts';
+import { checkpointInBackground } from '@edge-ota/common';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { HubError, badRequest, deviceNotFound, moduleNotFound } from './hubError.ts';
 import type { JsonObject, TwinSection } from './twinDocument.ts';

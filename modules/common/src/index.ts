@@ -85,3 +85,5 @@ export {
   parseMcuFlashRequest,
 } from './contracts/mcuFlash.ts';
 export type { McuFlashPhase, McuFlashProgress, McuFlashRequest, McuFlashStatus } from './contracts/mcuFlash.ts';
+export { checkpointInBackground } from './persistence/backgroundCheckpoints.ts';
+export type { BackgroundCheckpointOptions } from './persistence/backgroundCheckpoints.ts';
