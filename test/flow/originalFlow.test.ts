@@ -4,9 +4,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Dispatcher } from '../../cloud/dispatcher/src/app.ts';
-import { createDispatcher } from '../../cloud/dispatcher/src/app.ts';
 import type { Harness } from '../../cloud/dispatcher/test/support/harness.ts';
-import { api, eventually, startHarness } from '../../cloud/dispatcher/test/support/harness.ts';
+import { api, eventually, startHarness, startDispatcher } from '../../cloud/dispatcher/test/support/harness.ts';
 import type { OrchestratorProcess } from '../support/orchestratorProcess.ts';
 import { startOrchestratorProcess } from '../support/orchestratorProcess.ts';
 
@@ -32,14 +31,7 @@ describe('original flow: dispatcher -> real otaOrchestrator -> feedback', () => 
     installRoot = mkdtempSync(path.join(tmpdir(), 'flow-install-'));
     harness = await startHarness();
     await harness.createGateway('gw-flow');
-    dispatcher = await createDispatcher({
-      hubConnectionString: harness.info.serviceConnectionString,
-      eventHubsConnectionString: harness.info.eventHubsConnectionString,
-      dataDir: path.join(harness.dir, 'dispatcher'),
-      signingKey: harness.keys.signingKey,
-      trustStore: harness.keys.trustStore,
-      dispatch: { initialBackoffMs: 200, maxBackoffMs: 1000 },
-    });
+    dispatcher = await startDispatcher(harness);
     const imported = await api(dispatcher.url, 'POST', '/updates', {
       importManifest: {
         updateId: { provider: 'Contoso', name: 'SensorApp', version: '2.1.0' },

@@ -1,12 +1,10 @@
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import iotDevice from 'azure-iot-device';
 import iotDeviceMqtt from 'azure-iot-device-mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDispatcher } from '../src/app.ts';
 import type { Dispatcher } from '../src/app.ts';
 import type { Harness, JsonLineProcess } from './support/harness.ts';
-import { api, eventually, makeUpdate, startHarness } from './support/harness.ts';
+import { api, eventually, makeUpdate, startHarness, startDispatcher } from './support/harness.ts';
 
 const { Client: DeviceClient, Message } = iotDevice;
 const { Mqtt } = iotDeviceMqtt;
@@ -33,14 +31,7 @@ describe('dispatcher on the emulator (Event Hubs ingestion)', () => {
     harness = await startHarness();
     await harness.createGateway('gw-1');
     orchestrator = await harness.startOrchestrator('gw-1');
-    dispatcher = await createDispatcher({
-      hubConnectionString: harness.info.serviceConnectionString,
-      eventHubsConnectionString: harness.info.eventHubsConnectionString,
-      dataDir: path.join(harness.dir, 'dispatcher'),
-      signingKey: harness.keys.signingKey,
-      trustStore: harness.keys.trustStore,
-      dispatch: { initialBackoffMs: 200, maxBackoffMs: 1000 },
-    });
+    dispatcher = await startDispatcher(harness);
     const imported = await api(dispatcher.url, 'POST', '/updates', makeUpdate('1.2.0', 2));
     expect(imported.status).toBe(201);
   });

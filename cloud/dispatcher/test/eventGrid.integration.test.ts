@@ -1,9 +1,7 @@
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDispatcher } from '../src/app.ts';
 import type { Dispatcher } from '../src/app.ts';
 import type { Harness, JsonLineProcess } from './support/harness.ts';
-import { api, eventually, freePort, makeUpdate, startHarness } from './support/harness.ts';
+import { api, eventually, freePort, makeUpdate, startHarness, startDispatcher } from './support/harness.ts';
 
 // The Event Grid webhook against the emulator's real Event Grid publisher (validation handshake first), with
 // the Event Hubs consumer running at the same time: every hub event reaches the dispatcher twice, through two
@@ -22,15 +20,7 @@ describe('dispatcher with the Event Grid webhook and Event Hubs together', () =>
     harness = await startHarness({ eventGridWebhooks: [`http://127.0.0.1:${port}/events/eventgrid`] });
     await harness.createGateway('gw-g');
     orchestrator = await harness.startOrchestrator('gw-g');
-    dispatcher = await createDispatcher({
-      hubConnectionString: harness.info.serviceConnectionString,
-      eventHubsConnectionString: harness.info.eventHubsConnectionString,
-      dataDir: path.join(harness.dir, 'dispatcher'),
-      signingKey: harness.keys.signingKey,
-      trustStore: harness.keys.trustStore,
-      port,
-      dispatch: { initialBackoffMs: 200, maxBackoffMs: 1000 },
-    });
+    dispatcher = await startDispatcher(harness, { port });
     expect((await api(dispatcher.url, 'POST', '/updates', makeUpdate('2.0.0'))).status).toBe(201);
     expect((await api(dispatcher.url, 'PUT', '/groups/line-r', { updateId })).status).toBe(200);
   });

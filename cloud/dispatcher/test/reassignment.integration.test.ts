@@ -1,9 +1,7 @@
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDispatcher } from '../src/app.ts';
 import type { Dispatcher } from '../src/app.ts';
 import type { Harness, JsonLineProcess } from './support/harness.ts';
-import { api, eventually, makeUpdate, startHarness } from './support/harness.ts';
+import { api, eventually, makeUpdate, startHarness, startDispatcher } from './support/harness.ts';
 
 // Changing what a device runs after it was created: a device's own reassignment (forward, and back to an older
 // version as an intended rollback), clearing it so the group's rule applies, and a group's new rule reaching its
@@ -25,14 +23,7 @@ describe('reassignment and group rollouts', () => {
     harness = await startHarness();
     await harness.createGateway('gw-r');
     orchestrator = await harness.startOrchestrator('gw-r');
-    dispatcher = await createDispatcher({
-      hubConnectionString: harness.info.serviceConnectionString,
-      eventHubsConnectionString: harness.info.eventHubsConnectionString,
-      dataDir: path.join(harness.dir, 'dispatcher'),
-      signingKey: harness.keys.signingKey,
-      trustStore: harness.keys.trustStore,
-      dispatch: { initialBackoffMs: 200, maxBackoffMs: 1000 },
-    });
+    dispatcher = await startDispatcher(harness);
     for (const version of ['1.0.0', '1.1.0', '2.0.0']) expect((await api(dispatcher.url, 'POST', '/updates', makeUpdate(version))).status).toBe(201);
   }, 90_000);
   afterAll(async () => {

@@ -11,6 +11,8 @@ import type { HubInfo, HubProcess } from '@edge-ota/hub-emulator';
 import { HubFaults, startHubProcess, watchProcess } from '@edge-ota/hub-emulator';
 import { TrustStore, readRootPublicKeyFileSync, readSigningKeyFileSync } from '@edge-ota/common';
 import type { RootPublicKeyFile, SigningKey } from '@edge-ota/common';
+import { createDispatcher } from '../../src/app.ts';
+import type { Dispatcher, DispatcherOptions } from '../../src/app.ts';
 import { writeTestKeys } from '../../src/keyFiles.ts';
 
 const { Registry } = iothub;
@@ -94,6 +96,19 @@ export interface Harness {
   startOrchestrator(gatewayId: string, env?: Record<string, string>): Promise<JsonLineProcess>;
   startDispatcherProcess(dataDir: string, port: number): Promise<JsonLineProcess>;
   stop(): Promise<void>;
+}
+
+/** A dispatcher in this process on the harness's hub: Event Hubs ingestion, the harness's keys, quick retries. */
+export function startDispatcher(harness: Harness, extra: Partial<DispatcherOptions> = {}): Promise<Dispatcher> {
+  return createDispatcher({
+    hubConnectionString: harness.info.serviceConnectionString,
+    eventHubsConnectionString: harness.info.eventHubsConnectionString,
+    dataDir: path.join(harness.dir, 'dispatcher'),
+    signingKey: harness.keys.signingKey,
+    trustStore: harness.keys.trustStore,
+    dispatch: { initialBackoffMs: 200, maxBackoffMs: 1000 },
+    ...extra,
+  });
 }
 
 export async function freePort(): Promise<number> {
