@@ -18,9 +18,9 @@ export type * from './manifest/types.ts';
 export { formatUpdateId, isDetachedManifestPointer, isReferenceStep } from './manifest/types.ts';
 export { parseImportManifest } from './manifest/importManifest.ts';
 export { EXTENSION_KEY, parseUpdateManifest } from './manifest/updateManifest.ts';
-export { updateManifestFromImport } from './manifest/fromImportManifest.ts';
+export { childUpdateManifestFromImport, updateManifestFromImport } from './manifest/fromImportManifest.ts';
 export { FileVerifier, parseDetachedManifest } from './manifest/fileIntegrity.ts';
-export type { DetachedManifestFile, UpdateManifestOptions } from './manifest/fromImportManifest.ts';
+export type { ChildUpdateManifestOptions, DetachedManifestFile, UpdateManifestOptions } from './manifest/fromImportManifest.ts';
 
 export { JWS_ALGORITHMS, SIGNING_ALGORITHMS, generateKeyPair, publicJwk, signingKeyHash } from './signing/keys.ts';
 export type { JwsAlgorithm, SigningAlgorithm } from './signing/keys.ts';
@@ -66,6 +66,7 @@ export type { FeedbackMessage, FeedbackStatus, FeedbackStep } from './contracts/
 export {
   APPLY_UPDATE_METHOD,
   DEVICE_UPDATE_TWIN_PROPERTY,
+  MAX_DELIVERY_FILE_URLS,
   MAX_METHOD_PAYLOAD_BYTES,
   MAX_TWIN_STRING_BYTES,
   WORKFLOW_CANCEL,

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  MAX_DELIVERY_FILE_URLS,
   MAX_FEEDBACK_BYTES,
   fitsInTwin,
   isOtaError,
@@ -75,6 +76,12 @@ describe('update delivery contract', () => {
     expect(parseUpdateDelivery(delivery)).toEqual(delivery);
     expect(fitsInTwin(delivery)).toBe(true);
     expect(fitsInTwin({ ...delivery, updateManifest: 'x'.repeat(5000) })).toBe(false);
+  });
+
+  it('takes MAX_DELIVERY_FILE_URLS file URLs and refuses one more', () => {
+    const urls = (n: number): Record<string, string> => Object.fromEntries(Array.from({ length: n }, (_, i) => [`file${i}`, `http://cache/${i}`]));
+    expect(parseUpdateDelivery({ ...delivery, fileUrls: urls(MAX_DELIVERY_FILE_URLS) }).fileUrls).toHaveProperty(`file${MAX_DELIVERY_FILE_URLS - 1}`);
+    expectCode(() => parseUpdateDelivery({ ...delivery, fileUrls: urls(MAX_DELIVERY_FILE_URLS + 1) }), 'UPDATE_DELIVERY_INVALID', /\/fileUrls/);
   });
 
   it.each([

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
-import { isOtaError, parseImportManifest, parseUpdateManifest, updateManifestFromImport } from '../src/index.ts';
+import { childUpdateManifestFromImport, isOtaError, parseImportManifest, parseUpdateManifest, updateManifestFromImport } from '../src/index.ts';
 import type { FullUpdateManifest, ResultCodeName } from '../src/index.ts';
 import { sharedSchemasDir } from './sharedSchemas.ts';
 
@@ -235,6 +235,64 @@ describe('update manifest from an import manifest', () => {
   it('refuses a reference step whose detached manifest was not supplied', () => {
     expect(() => updateManifestFromImport(parseImportManifest(JSON.stringify(validImport())), { expiresDateTime: new Date() })).toThrow(
       /steps\/1\/updateId: no detached update manifest supplied for Contoso\/Sensor@2.0/,
+    );
+  });
+
+  const childImport = (): Record<string, unknown> => ({
+    updateId: { provider: 'Contoso', name: 'Sensor', version: '2.0' },
+    compatibility: [{ deviceManufacturer: 'Contoso', deviceModel: 'Sensor' }],
+    instructions: { steps: [{ handler: 'microsoft/swupdate:1', files: ['sensor.swu', 'install.sh'] }] },
+    files: [
+      { filename: 'sensor.swu', sizeInBytes: 10, hashes: { sha256: sha } },
+      { filename: 'install.sh', sizeInBytes: 20, hashes: { sha256: sha } },
+    ],
+    manifestVersion: '5.0',
+    createdDateTime: '2022-01-18T10:00:00.1234567Z',
+  });
+
+  it('builds a child update manifest under its own id prefix, without edgeOta, the same bytes every time', () => {
+    const imported = parseImportManifest(JSON.stringify(childImport()));
+    const { manifest, bytes } = childUpdateManifestFromImport(imported, { fileIdPrefix: 'step1file' });
+    expect(Object.keys(manifest.files)).toEqual(['step1file0', 'step1file1']);
+    expect(manifest.instructions.steps).toEqual([{ handler: 'microsoft/swupdate:1', files: ['step1file0', 'step1file1'] }]);
+    expect(manifest.createdDateTime).toBe('2022-01-18T10:00:00.1234567Z');
+    expect(manifest).not.toHaveProperty('edgeOta');
+    expect(childUpdateManifestFromImport(imported, { fileIdPrefix: 'step1file' }).bytes.equals(bytes)).toBe(true);
+    expect(parseUpdateManifest(bytes)).toEqual(manifest);
+  });
+
+  it('gives a parent and its child ids unique across both, each manifest valid under ADU’s schema', () => {
+    const ajv = new Ajv({ strict: false });
+    for (const file of ['azure-deviceupdate-manifest-definitions-5.0.json', 'azure-deviceupdate-update-manifest-5.json']) {
+      ajv.addSchema(JSON.parse(readFileSync(path.join(sharedSchemasDir, file), 'utf8')) as object);
+    }
+    const validate = ajv.getSchema('https://json.schemastore.org/azure-deviceupdate-update-manifest-5.json')!;
+    const childBuilt = childUpdateManifestFromImport(parseImportManifest(JSON.stringify(childImport())), { fileIdPrefix: 'step1file' });
+    const parent = updateManifestFromImport(parseImportManifest(JSON.stringify(validImport())), {
+      expiresDateTime: new Date('2030-01-01T00:00:00Z'),
+      detachedManifests: [{ manifest: childBuilt.manifest, file: { ...childFile, sizeInBytes: childBuilt.bytes.length } }],
+    });
+    const ids = [...Object.keys(parent.manifest.files), ...Object.keys(childBuilt.manifest.files)];
+    expect(ids).toEqual(['file0', 'file1', 'file2', 'step1file0', 'step1file1']);
+    for (const bytes of [parent.bytes, childBuilt.bytes]) expect(validate(JSON.parse(bytes.toString())), JSON.stringify(validate.errors)).toBe(true);
+  });
+
+  it('takes the id prefix for a parent too, and refuses prefixes that are not plain letters and digits', () => {
+    const { manifest } = updateManifestFromImport(parseImportManifest(JSON.stringify(validImport())), {
+      expiresDateTime: new Date('2030-01-01T00:00:00Z'), fileIdPrefix: 'p', detachedManifests: [{ manifest: child, file: childFile }],
+    });
+    expect(manifest.instructions.steps).toEqual([expect.objectContaining({ files: ['p0', 'p1'] }), { type: 'reference', detachedManifestFileId: 'p2' }]);
+    const imported = parseImportManifest(JSON.stringify(childImport()));
+    for (const prefix of ['', '../', 'a/b', 'x.y', '1file']) expect(() => childUpdateManifestFromImport(imported, { fileIdPrefix: prefix })).toThrow(/file id prefix/);
+  });
+
+  it('refuses a child with reference steps, and a parent naming one child twice', () => {
+    expectRejected((text) => childUpdateManifestFromImport(parseImportManifest(text), { fileIdPrefix: 'c' }), JSON.stringify(validImport()), 'IMPORT_MANIFEST_INVALID', '/instructions/steps/1');
+    const twice = validImport();
+    (twice.instructions as { steps: unknown[] }).steps.push({ type: 'reference', updateId: { provider: 'Contoso', name: 'Sensor', version: '2.0' } });
+    expectRejected(
+      (text) => updateManifestFromImport(parseImportManifest(text), { expiresDateTime: new Date(), detachedManifests: [{ manifest: child, file: childFile }] }),
+      JSON.stringify(twice), 'MANIFEST_FILE_REFERENCE_INVALID', '/instructions/steps/2/updateId',
     );
   });
 });

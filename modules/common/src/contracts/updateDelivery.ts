@@ -14,6 +14,8 @@ export const WORKFLOW_CANCEL = 255;
 export const MAX_METHOD_PAYLOAD_BYTES = 128 * 1024;
 /** IoT Hub's limit for a string value in a twin. */
 export const MAX_TWIN_STRING_BYTES = 4 * 1024;
+/** The delivery schema's limit on `fileUrls`: every file of a job (parent, children, a detached manifest) has one. */
+export const MAX_DELIVERY_FILE_URLS = 64;
 
 export interface UpdateDelivery {
   workflow: { action: typeof WORKFLOW_PROCESS_DEPLOYMENT | typeof WORKFLOW_CANCEL; id: string; retryTimestamp?: string };
