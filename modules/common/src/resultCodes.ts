@@ -79,6 +79,7 @@ const failures = [
   ['MANIFEST_HASH_MALFORMED', 'trust', trust.manifest, 0x007, 'A declared sha256 is not 32 bytes of base64.'],
   ['MANIFEST_TOO_LARGE', 'trust', trust.manifest, 0x008, 'The manifest exceeds the size a device accepts.'],
   ['MANIFEST_EXTENSION_INVALID', 'trust', trust.manifest, 0x009, 'The edgeOta extension block (id, expiry, rollback) is malformed.'],
+  ['MANIFEST_FILE_ID_CONFLICT', 'trust', trust.manifest, 0x00a, 'A file id names different files in a parent manifest and a child update manifest, or in two children.'],
   // trust / JWS structure
   ['SIGNATURE_MALFORMED', 'trust', trust.signature, 0x001, 'The manifest signature is not a compact JWS with a JSON header and payload.'],
   ['SIGNATURE_ALGORITHM_UNSUPPORTED', 'trust', trust.signature, 0x002, 'The JWS alg is not RS256/384/512, ES256 or EdDSA, or does not fit its key.'],
