@@ -9,32 +9,15 @@ import { createDispatcher } from '../src/app.ts';
 import { dispatcherErrors } from '../src/errors.ts';
 import type { Dispatcher } from '../src/app.ts';
 import { LocalArtifactStore } from '../src/artifactStore.ts';
-import type { IdentityHub } from '../src/hubClient.ts';
 import { DETACHED_MANIFEST_FILE_ID, ManifestBuilder, jobIdFor } from '../src/manifestBuilder.ts';
 import { requestSchemas } from '../src/requestSchemas.ts';
 import type { CatalogUpdate } from '../src/store.ts';
 import type { TestKeys } from './support/harness.ts';
 import { api, makeKeys, makeUpdate } from './support/harness.ts';
+import { RecordingHub } from './support/recordingHub.ts';
 
 // The API over real loopback HTTP with a recording stand-in for IoT Hub: every bad request gets a 4xx with a
 // stable code and the process keeps serving. Plus the manifest builder's detached pointer and signed URLs.
-
-class RecordingHub implements IdentityHub {
-  readonly created: string[] = [];
-  createDevice(request: { deviceId: string }): Promise<{ generationId: string }> {
-    this.created.push(request.deviceId);
-    return Promise.resolve({ generationId: 'g' });
-  }
-  invokeModuleMethod(): Promise<{ status: number; payload: unknown }> {
-    return Promise.reject(new Error('offline'));
-  }
-  patchModuleDesired(): Promise<void> {
-    return Promise.resolve();
-  }
-  close(): Promise<void> {
-    return Promise.resolve();
-  }
-}
 
 describe('device-manager API: bad input', () => {
   let dir: string;
