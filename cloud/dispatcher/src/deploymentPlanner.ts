@@ -65,7 +65,7 @@ export class DeploymentPlanner {
     const jobId = jobIdFor(deviceId, updateId, assignmentRevision);
     if (this.#store.getDelivery(jobId)) return { planned: false, reason: 'already-planned', jobId };
     const rollback = device.installedVersion !== undefined && compareVersions(update.version, device.installedVersion) < 0;
-    const built = await this.#builder.build(update, { deviceId, gatewayId, assignmentRevision, ...(rollback ? { rollback } : {}) });
+    const built = await this.#builder.build(update, { deviceId, gatewayId, assignmentRevision, ...(rollback ? { rollback } : {}) }, this.#catalog.childrenOf(update));
     // Recorded before the first attempt: from here on a crash cannot lose the delivery.
     const recorded = this.#store.insertDelivery({
       jobId, deviceId, gatewayId, updateId, state: 'pending', payload: JSON.stringify(built.method), twinPayload: JSON.stringify(built.twin),

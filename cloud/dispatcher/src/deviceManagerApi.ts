@@ -1,8 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
+import { formatUpdateId } from '@edge-ota/common';
 import type { ArtifactDownloads } from './artifactDownloads.ts';
 import type { LocalArtifactStore } from './artifactStore.ts';
-import type { Catalog } from './catalog.ts';
+import type { Catalog, UpdateImport } from './catalog.ts';
 import type { DeploymentPlanner } from './deploymentPlanner.ts';
 import { DispatcherError, isDispatcherError } from './errors.ts';
 import type { EventGridAdapter } from './eventGridAdapter.ts';
@@ -73,6 +74,8 @@ function updateView(update: CatalogUpdate): Record<string, unknown> {
     version: update.version,
     source: update.source,
     compatibility: update.importManifest.compatibility,
+    // The updates its reference steps install, in step order.
+    children: update.importManifest.instructions.steps.flatMap((step) => (step.type === 'reference' ? [formatUpdateId(step.updateId)] : [])),
     files: update.files.map((f) => ({ filename: f.filename, sizeInBytes: f.sizeInBytes, sha256: f.sha256 })),
     importedAt: update.importedAt,
   };
@@ -195,13 +198,19 @@ export function createRequestHandler(ctx: ApiContext): (request: IncomingMessage
   route('POST', /^\/updates$/, async (request) => {
     const body = await readJson(request, ctx.maxJsonBytes);
     checkRequest(requestSchemas.ImportUpdate, body);
-    const input = body as { importManifest: Record<string, unknown>; files: Record<string, string> };
-    const files = new Map<string, Buffer>();
-    for (const [name, base64] of Object.entries(input.files)) {
-      if (!/^[A-Za-z0-9+/]*={0,2}$/.test(base64)) throw new DispatcherError('REQUEST_INVALID', `/files/${name}: must be base64`, { field: `/files/${name}` });
-      files.set(name, Buffer.from(base64, 'base64'));
-    }
-    const update = await ctx.catalog.importManifest(Buffer.from(JSON.stringify(input.importManifest)), files);
+    type Imported = { importManifest: Record<string, unknown>; files: Record<string, string> };
+    const input = body as Imported & { children?: Imported[] };
+    const decoded = (update: Imported, at: string): UpdateImport => {
+      const files = new Map<string, Buffer>();
+      for (const [name, base64] of Object.entries(update.files)) {
+        if (!/^[A-Za-z0-9+/]*={0,2}$/.test(base64)) throw new DispatcherError('REQUEST_INVALID', `${at}/files/${name}: must be base64`, { field: `${at}/files/${name}` });
+        files.set(name, Buffer.from(base64, 'base64'));
+      }
+      return { manifest: Buffer.from(JSON.stringify(update.importManifest)), files };
+    };
+    const parent = decoded(input, '');
+    const children = (input.children ?? []).map((child, i) => decoded(child, `/children/${i}`));
+    const update = await ctx.catalog.importManifest(parent.manifest, parent.files, children);
     return { status: 201, body: updateView(update) };
   });
   route('POST', /^\/updates\/bundle$/, async (request) => {

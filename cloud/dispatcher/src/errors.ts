@@ -16,6 +16,7 @@ export const dispatcherErrors = {
   UPDATE_EXISTS: { status: 409, message: 'this update is in the catalog already' },
   UPDATE_INVALID: { status: 422, message: 'the import manifest, its files or the bundle were refused' },
   UPDATE_FILE_MISSING: { status: 422, message: 'a file the import manifest declares was not supplied' },
+  UPDATE_CHILD_MISSING: { status: 422, message: 'a reference step names an update that is neither in the catalog nor imported with it' },
   UPDATE_UNSUPPORTED: { status: 422, message: 'the update uses a feature the dispatcher cannot deliver yet' },
   GROUP_INVALID: { status: 400, message: 'group names are 1-64 characters of [A-Za-z0-9._-]' },
   ARTIFACT_URL_INVALID: { status: 403, message: 'the download URL is invalid or has expired' },

@@ -1,13 +1,15 @@
 import { createHash } from 'node:crypto';
 import type { SigningKey, UpdateDelivery } from '@edge-ota/common';
-import { MAX_METHOD_PAYLOAD_BYTES, WORKFLOW_PROCESS_DEPLOYMENT, fitsInTwin, signUpdateManifest, updateManifestFromImport } from '@edge-ota/common';
+import { MAX_METHOD_PAYLOAD_BYTES, WORKFLOW_PROCESS_DEPLOYMENT, fitsInTwin, signUpdateManifest } from '@edge-ota/common';
 import type { ArtifactStore } from './artifactStore.ts';
 import type { CatalogUpdate } from './store.ts';
+import { composeUpdateManifests } from './updateManifests.ts';
 
 // Turns a catalog update into what a gateway's orchestrator receives: a freshly signed update manifest (own
 // manifest id and expiry per deployment, so a device's replay guard sees each deployment once) with a signed,
-// expiring URL for every file. When the whole delivery is too big for a direct method or a twin, the manifest
-// itself becomes a file and a small signed pointer (ADU's detached manifest) travels instead.
+// expiring URL for every file, the files of the child updates its reference steps install and their update
+// manifests included (those are artifacts like any file). When the whole delivery is too big for a direct method
+// or a twin, the manifest itself becomes a file and a small signed pointer (ADU's detached manifest) travels instead.
 
 export const DETACHED_MANIFEST_FILE_ID = 'manifest';
 /** Leaves room in the 32 KB desired section for other properties of the orchestrator's twin. */
@@ -45,20 +47,25 @@ export class ManifestBuilder {
     this.#options = { manifestLifetimeMs: 30 * 24 * 3600_000, urlLifetimeMs: 30 * 24 * 3600_000, ...options };
   }
 
-  /** `rollback`: the update is older than what the device runs, and going back to it is intended (its policy allows it). */
-  async build(update: CatalogUpdate, target: { deviceId: string; gatewayId: string; assignmentRevision?: number; rollback?: boolean }, now = new Date()): Promise<BuiltDelivery> {
+  /**
+   * `rollback`: the update is older than what the device runs, and going back to it is intended (its policy allows it).
+   * `children`: the catalog entries the update's reference steps name (Catalog.childrenOf), none for most updates.
+   */
+  async build(
+    update: CatalogUpdate, target: { deviceId: string; gatewayId: string; assignmentRevision?: number; rollback?: boolean }, children: readonly CatalogUpdate[] = [], now = new Date(),
+  ): Promise<BuiltDelivery> {
     const { signingKey, artifacts } = this.#options;
     const jobId = jobIdFor(target.deviceId, update.updateId, target.assignmentRevision);
     const expires = new Date(now.getTime() + this.#options.manifestLifetimeMs);
     const urlExpiry = new Date(now.getTime() + this.#options.urlLifetimeMs);
-    const { manifest, bytes } = updateManifestFromImport(update.importManifest, {
+    const { manifest, bytes, files } = composeUpdateManifests(update, children, {
       expiresDateTime: expires, manifestId: jobId, createdDateTime: now, ...(target.rollback ? { rollback: true } : {}),
     });
     const fileUrls: Record<string, string> = {};
-    for (const [fileId, file] of Object.entries(manifest.files)) {
-      const stored = update.files.find((f) => f.filename === file.filename);
-      if (!stored) throw new Error(`catalog entry ${update.updateId} has no artifact for ${file.filename}`);
-      fileUrls[fileId] = artifacts.signedUrl(stored.artifactKey, file.filename, urlExpiry);
+    for (const file of files) {
+      // A child's manifest has the same bytes in every job (no per-job fields), so it is stored once and cached once.
+      const artifactKey = file.source.kind === 'artifact' ? file.source.artifactKey : (await artifacts.put(file.source.bytes)).key;
+      fileUrls[file.fileId] = artifacts.signedUrl(artifactKey, file.filename, urlExpiry);
     }
     const deliveryTarget = { deviceId: target.deviceId };
     const full: UpdateDelivery = {

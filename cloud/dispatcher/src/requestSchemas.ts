@@ -1,25 +1,36 @@
 import { DispatcherError } from './errors.ts';
 
 // Request bodies as JSON-schema subsets, the same shapes openapi.yaml documents (a test keeps the two in step).
-// The checker covers what these schemas use: object/string/integer/boolean, required, additionalProperties
-// false, pattern, length and size bounds, and string maps.
+// The checker covers what these schemas use: object/string/integer/boolean/array, required, additionalProperties
+// false, pattern, length and size bounds, string maps and arrays of one item schema.
 
 export interface FieldSchema {
-  type: 'object' | 'string' | 'integer' | 'boolean';
+  type: 'object' | 'string' | 'integer' | 'boolean' | 'array';
   pattern?: string;
   minLength?: number;
   maxLength?: number;
   minimum?: number;
   maximum?: number;
   properties?: Record<string, FieldSchema>;
-  required?: string[];
+  required?: readonly string[];
   additionalProperties?: false | FieldSchema;
   maxProperties?: number;
+  items?: FieldSchema;
+  maxItems?: number;
 }
 
 const id = { type: 'string', pattern: '^[A-Za-z0-9\\-:.+%_#*?!(),=@;$\']{1,128}$' } as const;
 const group = { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' } as const;
 const updateId = { type: 'string', minLength: 5, maxLength: 200 } as const;
+const updateImport = {
+  type: 'object',
+  required: ['importManifest', 'files'],
+  additionalProperties: false,
+  properties: {
+    importManifest: { type: 'object' },
+    files: { type: 'object', maxProperties: 64, additionalProperties: { type: 'string', maxLength: 96 * 1024 * 1024 } },
+  },
+} as const;
 
 export const requestSchemas = {
   CreateDevice: {
@@ -52,8 +63,9 @@ export const requestSchemas = {
     required: ['importManifest', 'files'],
     additionalProperties: false,
     properties: {
-      importManifest: { type: 'object' },
-      files: { type: 'object', maxProperties: 64, additionalProperties: { type: 'string', maxLength: 96 * 1024 * 1024 } },
+      ...updateImport.properties,
+      // The child updates its reference steps name that are not in the catalog yet (ADU imports them in one request too).
+      children: { type: 'array', maxItems: 10, items: updateImport },
     },
   },
 } satisfies Record<string, FieldSchema>;
@@ -77,6 +89,11 @@ export function checkRequest(schema: FieldSchema, value: unknown, at = ''): void
       return;
     case 'boolean':
       if (typeof value !== 'boolean') fail('must be a boolean');
+      return;
+    case 'array':
+      if (!Array.isArray(value)) fail('must be an array');
+      if (schema.maxItems !== undefined && (value as unknown[]).length > schema.maxItems) fail(`must have at most ${schema.maxItems} items`);
+      if (schema.items) (value as unknown[]).forEach((item, i) => checkRequest(schema.items!, item, `${at}/${i}`));
       return;
     case 'object': {
       if (typeof value !== 'object' || value === null || Array.isArray(value)) fail('must be an object');

@@ -292,11 +292,18 @@ export class SqliteStore implements DispatcherStore {
       .map((r) => ({ group: r.group_name, updateId: r.update_id }));
   }
 
-  insertUpdate(u: CatalogUpdate): boolean {
-    const result = this.#sql(
-      `INSERT OR IGNORE INTO updates (update_id, provider, name, version, import_manifest, files, source, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(u.updateId, u.provider, u.name, u.version, JSON.stringify(u.importManifest), JSON.stringify(u.files), u.source, u.importedAt);
-    return result.changes === 1;
+  insertUpdates(updates: readonly CatalogUpdate[]): string | undefined {
+    // IMMEDIATE takes the write lock before the look-up, so no other connection can insert one of them in between.
+    return this.#db.transaction((): string | undefined => {
+      const exists = this.#sql<[string], { update_id: string }>('SELECT update_id FROM updates WHERE update_id = ?');
+      const present = updates.find((u) => exists.get(u.updateId) !== undefined);
+      if (present) return present.updateId;
+      const insert = this.#sql(
+        `INSERT INTO updates (update_id, provider, name, version, import_manifest, files, source, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      );
+      for (const u of updates) insert.run(u.updateId, u.provider, u.name, u.version, JSON.stringify(u.importManifest), JSON.stringify(u.files), u.source, u.importedAt);
+      return undefined;
+    }).immediate();
   }
 
   getUpdate(updateId: string): CatalogUpdate | undefined {

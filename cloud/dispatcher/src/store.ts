@@ -131,7 +131,11 @@ export interface DispatcherStore {
   groupRule(group: string): string | undefined;
   listGroupRules(): Array<{ group: string; updateId: string }>;
   // catalog
-  insertUpdate(update: CatalogUpdate): boolean;
+  /**
+   * Inserts updates all together or not at all (a parent with the children imported beside it): when one of them is
+   * in the catalog already, nothing is inserted and its updateId is returned.
+   */
+  insertUpdates(updates: readonly CatalogUpdate[]): string | undefined;
   getUpdate(updateId: string): CatalogUpdate | undefined;
   listUpdates(): CatalogUpdate[];
   // deliveries

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { FeedbackMessage } from '@edge-ota/common';
-import type { DeliveryRecord, DeviceRecord, DispatcherStore } from '../src/store.ts';
+import type { CatalogUpdate, DeliveryRecord, DeviceRecord, DispatcherStore } from '../src/store.ts';
 
 // The contract every DispatcherStore implementation must pass (SQLite today, a server database later).
 
@@ -193,6 +193,24 @@ export function storeContract(name: string, open: () => { store: DispatcherStore
         expect(store.claimOwnership({ ...claim, ownerId: 'b', etag: 'e2' }, 'stale')).toBeUndefined();
         expect(store.claimOwnership({ ...claim, ownerId: 'b', etag: 'e2' }, 'e1')?.ownerId).toBe('b');
         expect(store.listOwnership('ns', 'eh', '$Default').map((o) => o.ownerId)).toEqual(['b']);
+      } finally {
+        cleanup();
+      }
+    });
+
+    it('inserts updates all together or none: one already in the catalog keeps the others out and is named', () => {
+      const { store, cleanup } = open();
+      try {
+        const update = (name: string, version: string): CatalogUpdate => ({
+          updateId: `P/${name}@${version}`, provider: 'P', name, version, source: 'import', importedAt: '2026-11-22T00:00:00.000Z', files: [],
+          importManifest: { updateId: { provider: 'P', name, version }, compatibility: [{ model: 'm' }], instructions: { steps: [] }, files: [], manifestVersion: '5.0', createdDateTime: '2026-11-22T00:00:00Z' },
+        });
+        expect(store.insertUpdates([update('Child', '1.0'), update('Parent', '1.0')])).toBeUndefined();
+        expect(store.getUpdate('P/Child@1.0')).toEqual(update('Child', '1.0'));
+        expect(store.insertUpdates([update('Other', '1.0'), update('Child', '1.0'), update('Parent', '2.0')])).toBe('P/Child@1.0');
+        expect(store.getUpdate('P/Other@1.0')).toBeUndefined();
+        expect(store.getUpdate('P/Parent@2.0')).toBeUndefined();
+        expect(store.listUpdates().map((u) => u.updateId)).toEqual(['P/Child@1.0', 'P/Parent@1.0']);
       } finally {
         cleanup();
       }
