@@ -132,6 +132,14 @@ export class JobStore {
         status TEXT NOT NULL,
         PRIMARY KEY (job_id, step_index, phase)
       );
+      -- Whether a step of a reference step's child applies to the job's target (the child's compatibility),
+      -- decided in verifying and only read after it, so a target changed later cannot change what a job runs.
+      CREATE TABLE IF NOT EXISTS step_selection (
+        job_id TEXT NOT NULL,
+        step_index INTEGER NOT NULL,
+        applies INTEGER NOT NULL,
+        PRIMARY KEY (job_id, step_index)
+      );
       CREATE TABLE IF NOT EXISTS job_log (
         job_id TEXT NOT NULL,
         at TEXT NOT NULL,
@@ -320,6 +328,23 @@ export class JobStore {
          ON CONFLICT(job_id, step_index, phase) DO UPDATE SET status = excluded.status`,
       )
       .run(jobId, stepIndex, phase, status);
+  }
+
+  recordStepSelection(jobId: string, stepIndex: number, applies: boolean): void {
+    this.#db
+      .prepare(
+        `INSERT INTO step_selection (job_id, step_index, applies) VALUES (?, ?, ?)
+         ON CONFLICT(job_id, step_index) DO UPDATE SET applies = excluded.applies`,
+      )
+      .run(jobId, stepIndex, applies ? 1 : 0);
+  }
+
+  /** Whether the step applies to the target; undefined when nothing was recorded (the manifest's own steps always apply). */
+  stepSelection(jobId: string, stepIndex: number): boolean | undefined {
+    const row = this.#db
+      .prepare<[string, number], { applies: number }>('SELECT applies FROM step_selection WHERE job_id = ? AND step_index = ?')
+      .get(jobId, stepIndex);
+    return row === undefined ? undefined : row.applies === 1;
   }
 
   // ---- job log (script output, handler notes) ----
