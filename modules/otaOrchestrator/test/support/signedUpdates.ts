@@ -12,6 +12,8 @@ export interface Publisher {
   /** The root as an orchestrator's OTA_TRUST_ROOTS_FILE lists it. */
   rootDescription: { kid: string; jwk: JsonWebKey };
   deliver(update: UpdateSpec, options?: DeliveryOptions): UpdateDelivery;
+  /** A delivery of manifest bytes built by the test itself (composed updates), signed as they are. */
+  deliverSigned(manifestBytes: Buffer, fileUrls: Record<string, string>, options?: { jobId?: string }): UpdateDelivery;
   /** A one-file, one-step update for a file known only by hash and size (large benchmark files). */
   deliverDeclared(file: { version: string; fileName: string; sha256: string; sizeInBytes: number; handler: string }, url: string): UpdateDelivery;
 }
@@ -58,6 +60,14 @@ export function createPublisher(): Publisher {
     return { manifest, bytes, signature: signUpdateManifest(bytes, signingKey) };
   };
   return {
+    deliverSigned(manifestBytes, fileUrls, options) {
+      return {
+        workflow: { action: 3, id: options?.jobId ?? `job-${randomUUID().slice(0, 8)}` },
+        updateManifest: manifestBytes.toString('utf8'),
+        updateManifestSignature: signUpdateManifest(manifestBytes, signingKey),
+        fileUrls,
+      };
+    },
     deliverDeclared(file, url) {
       const { manifest, bytes, signature } = sign(parseImportManifest({
         updateId: { provider: 'Contoso', name: 'Bench', version: file.version },
