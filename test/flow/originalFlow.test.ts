@@ -67,6 +67,7 @@ describe('original flow: dispatcher -> real otaOrchestrator -> feedback', () => 
         OTA_TARGETS: JSON.stringify({
           'sensor-1': { properties: { manufacturer: 'Contoso', model: 'Sensor' } },
           'sensor-2': { properties: { manufacturer: 'Contoso', model: 'Sensor' } },
+          'sensor-3': { properties: { manufacturer: 'Contoso', model: 'Sensor' } },
         }),
         OTA_FILE_ROOTS: installRoot,
       },
@@ -105,5 +106,34 @@ describe('original flow: dispatcher -> real otaOrchestrator -> feedback', () => 
     const view = await finished('sensor-2');
     expect(view.currentJob?.state).toBe('succeeded');
     expect(view.installedVersion).toBe('2.1.0');
+  }, 120_000);
+
+  it('installs a multi-step update: the parent imported with its child, both steps run, each its own tool.bin', async () => {
+    const parentPayload = randomBytes(8 * 1024);
+    const childPayload = randomBytes(16 * 1024);
+    const compatibility = [{ manufacturer: 'Contoso', model: 'Sensor' }];
+    // One file name in both, other bytes: only the file ids (unique across parent and child) tell them apart.
+    const update = (name: string, version: string, payload: Buffer, steps: unknown[]): { importManifest: Record<string, unknown>; files: Record<string, string> } => ({
+      importManifest: {
+        updateId: { provider: 'Contoso', name, version }, compatibility, instructions: { steps },
+        files: [{ filename: 'tool.bin', sizeInBytes: payload.length, hashes: { sha256: createHash('sha256').update(payload).digest('base64') } }],
+        manifestVersion: '5.0', createdDateTime: new Date(Date.now() - 60_000).toISOString(),
+      },
+      files: { 'tool.bin': payload.toString('base64') },
+    });
+    const fileStep = (folder: string): Record<string, unknown> => ({ handler: 'edge-ota/file:1', files: ['tool.bin'], handlerProperties: { destination: path.join(installRoot, folder) } });
+    const child = update('SensorTools', '1.0', childPayload, [fileStep('child')]);
+    const parent = update('SensorSuite', '3.0.0', parentPayload, [fileStep('parent'), { type: 'reference', updateId: { provider: 'Contoso', name: 'SensorTools', version: '1.0' } }]);
+    const imported = await api(dispatcher.url, 'POST', '/updates', { ...parent, children: [child] });
+    expect(imported.status, JSON.stringify(imported.body)).toBe(201);
+
+    const created = await api(dispatcher.url, 'POST', '/devices', { deviceId: 'sensor-3', parentId: 'gw-flow', updateId: 'Contoso/SensorSuite@3.0.0' });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const view = await finished('sensor-3');
+    const history = (await api(dispatcher.url, 'GET', '/devices/sensor-3/history')).body.history as Array<{ step?: string; status: string; resultDetails?: string }>;
+    expect(view.currentJob?.state, JSON.stringify(history.slice(-3))).toBe('succeeded');
+    expect(view.installedVersion).toBe('3.0.0');
+    expect(readFileSync(path.join(installRoot, 'parent', 'tool.bin')).equals(parentPayload)).toBe(true);
+    expect(readFileSync(path.join(installRoot, 'child', 'tool.bin')).equals(childPayload)).toBe(true);
   }, 120_000);
 });
