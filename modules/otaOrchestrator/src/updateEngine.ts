@@ -1,16 +1,16 @@
 import {
   OtaError,
   checkUpdatePolicy,
+  formatUpdateId,
   isDetachedManifestPointer,
   isOtaError,
-  isReferenceStep,
   parseUpdateDelivery,
   parseUpdateManifest,
   resultCodes,
   verifyUpdateManifest,
   WORKFLOW_CANCEL,
 } from '@edge-ota/common';
-import type { ApplyUpdateReply, FullUpdateManifest, InlineStep, ResultCodeName, TrustStore, UpdateDelivery, UpdateManifest } from '@edge-ota/common';
+import type { ApplyUpdateReply, FullUpdateManifest, ResultCodeName, TrustStore, UpdateDelivery, UpdateManifest } from '@edge-ota/common';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -21,6 +21,8 @@ import type { JobEvent, JobState } from './jobStates.ts';
 import { feedbackStepOf, isTerminal, maxStateEntries, nextState } from './jobStates.ts';
 import type { FeedbackDraft, JobSource, JobStore, StepPhase, UpdateJob } from './jobStore.ts';
 import type { HandlerRegistry, PhaseOutcome, StepContext, StepFile, UpdateHandler } from './handlers/updateHandler.ts';
+import type { ExpandedStep, ExpandedSteps, JobFile } from './stepExpansion.ts';
+import { expandSteps, selectForTarget } from './stepExpansion.ts';
 
 // Drives update jobs through the transition table. For each job: persist the state, run that state's action,
 // persist the next state together with the feedback it produces, repeat. On start-up every unfinished job is
@@ -69,8 +71,14 @@ interface ActionResult {
 
 interface LoadedJob {
   manifest: FullUpdateManifest;
-  /** The pointer's own files (detached manifests) are not artifacts to install. */
-  steps: Array<{ index: number; step: InlineStep; handler: UpdateHandler }>;
+  /** The manifest's steps with each reference step replaced by its child's steps, and the files of all of them. */
+  expanded: ExpandedSteps;
+}
+
+/** A step that applies to the job's target, with the handler that runs it. */
+interface RunnableStep {
+  planned: ExpandedStep;
+  handler: UpdateHandler;
 }
 
 const cancellableStates: ReadonlySet<JobState> = new Set(['accepted', 'verifying', 'downloading', 'validating']);
@@ -347,7 +355,11 @@ export class UpdateEngine {
     return path.join(this.#options.dataDir, 'jobs', createHash('sha256').update(jobId).digest('hex').slice(0, 32));
   }
 
-  /** Verifies the chain and, for a detached pointer, fetches and checks the full manifest; cached per job. */
+  /**
+   * Verifies the chain and, for a detached pointer, fetches and checks the full manifest; then expands reference
+   * steps (fetching and checking their child manifests). Cached per job; after a restart everything is read and
+   * checked again, from the copies kept in the job directory.
+   */
   async #load(job: UpdateJob, signal: AbortSignal): Promise<LoadedJob> {
     const cached = this.#loaded.get(job.jobId);
     if (cached) return cached;
@@ -365,19 +377,49 @@ export class UpdateEngine {
       manifest = { ...full, edgeOta: full.edgeOta ?? verified.manifest.edgeOta };
     }
     const full = manifest;
-    const steps = full.instructions.steps.map((step, index) => {
-      if (isReferenceStep(step)) {
-        throw new OtaError('INSTALL_HANDLER_UNKNOWN', `/instructions/steps/${index}: reference steps (component updates) are not supported by this orchestrator`);
-      }
-      const handler = this.#options.handlers.find(step.handler);
-      if (!handler) {
-        throw new OtaError('INSTALL_HANDLER_UNKNOWN', `/instructions/steps/${index}/handler: no handler ${step.handler} here (have ${this.#options.handlers.ids().join(', ')})`);
-      }
-      return { index, step, handler };
+    const expanded = await expandSteps(full, {
+      jobDir: this.#jobDir(job.jobId),
+      fileUrls: delivery.fileUrls,
+      fetch: (url, file, destination) => this.#fetch(url, file.hashes.sha256, file.sizeInBytes, destination, signal),
     });
-    const loaded = { manifest: full, steps };
+    const loaded = { manifest: full, expanded };
     this.#loaded.set(job.jobId, loaded);
     return loaded;
+  }
+
+  /**
+   * The steps that apply to the target, in order, with their handlers. The children of reference steps apply as
+   * `#selectChildren` recorded in verifying; the manifest's own steps always apply.
+   */
+  #runnableSteps(job: UpdateJob, loaded: LoadedJob): RunnableStep[] {
+    return loaded.expanded.steps
+      .filter((planned) => planned.child === undefined || this.#options.store.stepSelection(job.jobId, planned.index) !== false)
+      .map((planned) => {
+        const handler = this.#options.handlers.find(planned.step.handler);
+        if (!handler) {
+          throw new OtaError('INSTALL_HANDLER_UNKNOWN', `${planned.pointer}/handler: no handler ${planned.step.handler} here (have ${this.#options.handlers.ids().join(', ')})`);
+        }
+        return { planned, handler };
+      });
+  }
+
+  /**
+   * Decides, once per entry into verifying, which children of reference steps are for the target
+   * (`selectForTarget`: ADU's behaviour with the target as the only component) and records it for every later
+   * state. A child that is not for the target is skipped and named in the job log.
+   */
+  #selectChildren(job: UpdateJob, loaded: LoadedJob, targetProperties: Readonly<Record<string, string>>): void {
+    const { store } = this.#options;
+    for (const child of loaded.expanded.children) {
+      const selection = selectForTarget(child, targetProperties);
+      for (const index of child.stepIndexes) store.recordStepSelection(job.jobId, index, selection.applies);
+      if (!selection.applies) {
+        const line = `reference step ${child.manifestStep} (${formatUpdateId(child.manifest.updateId)}) is not for ${job.targetId}: its steps ` +
+          `${child.stepIndexes.join(', ')} are skipped and count as installed (ADU: no matching components, 604); ${selection.reason}`;
+        store.log(job.jobId, line);
+        this.#log(`job ${job.jobId}: ${line}`);
+      }
+    }
   }
 
   async #verify(job: UpdateJob, signal: AbortSignal): Promise<ActionResult> {
@@ -391,43 +433,55 @@ export class UpdateEngine {
         ? { installedVersion: installed.version }
         : {}),
     }, { now: this.#options.now?.() ?? new Date(), allowManifestsWithoutLifetime: this.#options.allowManifestsWithoutLifetime ?? false });
-    // installedCriteria: when every step says it is already there, the job succeeds without touching anything.
-    const installedSteps = new Set<number>();
-    for (const { index, step, handler } of loaded.steps) {
-      if (await handler.isInstalled(await this.#context(job, loaded, index, step, signal, false))) installedSteps.add(index);
+    this.#selectChildren(job, loaded, target.properties);
+    const steps = this.#runnableSteps(job, loaded);
+    // installedCriteria (ADU's IsInstalled, see common/policy/installedCriteria.ts): the update is there when every
+    // manifest step is. A reference step is judged by its child's steps, all installed, and a child that is not for
+    // this target counts as installed, as ADU's steps handler answers for an optional step. Over the expanded steps
+    // that is: every step that applies is installed. Then the job succeeds without touching anything.
+    let everyStepInstalled = true;
+    for (const runnable of steps) {
+      if (!(await runnable.handler.isInstalled(await this.#context(job, loaded, runnable, signal, false)))) {
+        everyStepInstalled = false;
+        break;
+      }
     }
-    if (loaded.steps.length > 0 && installedSteps.size === loaded.steps.length) {
+    if (loaded.manifest.instructions.steps.length > 0 && everyStepInstalled) {
       this.#options.store.recordInstalled({ targetId: job.targetId, updateId: loaded.manifest.updateId, version: loaded.manifest.updateId.version, source: job.source });
       return { event: 'skip', successCode: 'INSTALL_SKIPPED_ALREADY_INSTALLED', installedVersion: loaded.manifest.updateId.version };
+    }
+    // Every file a step that applies will need has a source, before a byte is downloaded.
+    for (const { planned } of steps) {
+      for (const fileId of planned.step.files) {
+        if (!job.delivery.fileUrls[fileId]) {
+          throw new OtaError('MANIFEST_FILE_REFERENCE_INVALID', `${planned.pointer}/files: no download URL for file ${fileId} in fileUrls`, { field: planned.pointer });
+        }
+      }
     }
     return { event: 'ok' };
   }
 
   /** Files of the steps whose handlers install local files, each once. */
-  #localFiles(loaded: LoadedJob): Map<string, { fileId: string; entry: FullUpdateManifest['files'][string] }> {
-    const files = new Map<string, { fileId: string; entry: FullUpdateManifest['files'][string] }>();
-    for (const { step, handler } of loaded.steps) {
+  #localFiles(job: UpdateJob, loaded: LoadedJob): Map<string, JobFile> {
+    const files = new Map<string, JobFile>();
+    for (const { planned, handler } of this.#runnableSteps(job, loaded)) {
       if (!handler.needsLocalFiles) continue;
-      for (const fileId of step.files) {
-        const entry = loaded.manifest.files[fileId];
-        if (!entry) throw new OtaError('MANIFEST_FILE_REFERENCE_INVALID', `step names file ${fileId} that the manifest does not declare`);
-        files.set(fileId, { fileId, entry });
-      }
+      for (const fileId of planned.step.files) files.set(fileId, jobFile(loaded, planned, fileId));
     }
     return files;
   }
 
   async #download(job: UpdateJob, signal: AbortSignal): Promise<ActionResult> {
     const loaded = await this.#load(job, signal);
-    const files = [...this.#localFiles(loaded).values()];
+    const files = [...this.#localFiles(job, loaded).values()];
     const total = files.reduce((sum, f) => sum + f.entry.sizeInBytes, 0);
     let finishedBytes = 0;
     let lastReportedDecile = -1;
-    for (const { fileId, entry } of files) {
+    for (const { fileId, entry, path: destination } of files) {
       const url = job.delivery.fileUrls[fileId];
       if (!url) throw new OtaError('MANIFEST_FILE_REFERENCE_INVALID', `no download URL for file ${fileId}`);
       const before = finishedBytes;
-      await this.#fetch(url, entry.hashes.sha256, entry.sizeInBytes, this.#filePath(job, entry.filename), signal, (doneBytes) => {
+      await this.#fetch(url, entry.hashes.sha256, entry.sizeInBytes, destination, signal, (doneBytes) => {
         // Progress feedback at most every 10% of the job's bytes: enough to follow, little to send.
         const decile = total === 0 ? 10 : Math.floor(((before + doneBytes) * 10) / total);
         if (decile > lastReportedDecile && decile < 10) {
@@ -460,15 +514,10 @@ export class UpdateEngine {
     });
   }
 
-  #filePath(job: UpdateJob, fileName: string): string {
-    return path.join(this.#jobDir(job.jobId), 'files', fileName);
-  }
-
   /** Re-checks every downloaded file against the signed hash, then lets handlers check their content. */
   async #validate(job: UpdateJob, signal: AbortSignal): Promise<ActionResult> {
     const loaded = await this.#load(job, signal);
-    for (const { entry } of this.#localFiles(loaded).values()) {
-      const file = this.#filePath(job, entry.filename);
+    for (const { entry, path: file } of this.#localFiles(job, loaded).values()) {
       const hash = createHash('sha256');
       let size: number;
       try {
@@ -480,20 +529,19 @@ export class UpdateEngine {
         throw new OtaError('DOWNLOAD_HASH_MISMATCH', `${entry.filename}: the file on disk no longer matches its signed sha256`);
       }
     }
-    for (const { index, step, handler } of loaded.steps) {
-      if (!handler.validate) continue;
-      const outcome = await handler.validate(await this.#context(job, loaded, index, step, signal, false));
+    for (const runnable of this.#runnableSteps(job, loaded)) {
+      if (!runnable.handler.validate) continue;
+      const outcome = await runnable.handler.validate(await this.#context(job, loaded, runnable, signal, false));
       if (outcome.kind === 'failed') return { event: 'fail', error: outcome.error };
     }
     return { event: 'ok' };
   }
 
-  async #context(job: UpdateJob, loaded: LoadedJob, index: number, step: InlineStep, signal: AbortSignal, resumed: boolean): Promise<StepContext> {
-    const workDir = path.join(this.#jobDir(job.jobId), 'work', String(index));
+  async #context(job: UpdateJob, loaded: LoadedJob, { planned, handler }: RunnableStep, signal: AbortSignal, resumed: boolean): Promise<StepContext> {
+    const workDir = path.join(this.#jobDir(job.jobId), 'work', String(planned.index));
     await mkdir(workDir, { recursive: true });
-    const files: StepFile[] = step.files.map((fileId) => {
-      const entry = loaded.manifest.files[fileId];
-      if (!entry) throw new OtaError('MANIFEST_FILE_REFERENCE_INVALID', `step ${index} names file ${fileId} that the manifest does not declare`);
+    const files: StepFile[] = planned.step.files.map((fileId) => {
+      const { entry, path: local } = jobFile(loaded, planned, fileId);
       const origin = job.delivery.fileUrls[fileId];
       const hex = Buffer.from(entry.hashes.sha256, 'base64').toString('hex');
       return {
@@ -501,20 +549,22 @@ export class UpdateEngine {
         fileName: entry.filename,
         sizeInBytes: entry.sizeInBytes,
         sha256: entry.hashes.sha256,
-        path: this.#options.handlers.find(step.handler)?.needsLocalFiles ? this.#filePath(job, entry.filename) : undefined,
+        path: handler.needsLocalFiles ? local : undefined,
         urls: origin ? this.#options.artifactSources(origin, hex).map((s) => s.url) : [],
         manifestEntry: entry,
       };
     });
     return {
       job,
-      step,
-      stepIndex: index,
+      step: planned.step,
+      // The job's own update for the manifest's steps (as before reference steps existed), the child's for its steps.
+      updateId: planned.child ? planned.updateId : job.updateId,
+      stepIndex: planned.index,
       files,
       workDir,
       signal,
       resumed,
-      log: (line) => this.#options.store.log(job.jobId, `step ${index}: ${line}`),
+      log: (line) => this.#options.store.log(job.jobId, `${planned.label}: ${line}`),
     };
   }
 
@@ -526,11 +576,12 @@ export class UpdateEngine {
     const loaded = await this.#load(job, signal);
     const { store } = this.#options;
     let installedVersion: string | undefined;
-    for (const { index, step, handler } of loaded.steps) {
+    for (const runnable of this.#runnableSteps(job, loaded)) {
+      const { planned: { index }, handler } = runnable;
       const status = store.stepPhase(job.jobId, index, phase);
       if (status === 'done' || status === 'skipped') continue;
       if (phase === 'install' && status === 'none') {
-        const context = await this.#context(job, loaded, index, step, signal, false);
+        const context = await this.#context(job, loaded, runnable, signal, false);
         if (await handler.isInstalled(context)) {
           store.markStepPhase(job.jobId, index, 'install', 'skipped');
           continue;
@@ -544,7 +595,7 @@ export class UpdateEngine {
         continue;
       }
       store.markStepPhase(job.jobId, index, phase, 'started');
-      const context = await this.#context(job, loaded, index, step, signal, resumedState && status === 'started');
+      const context = await this.#context(job, loaded, runnable, signal, resumedState && status === 'started');
       const outcome: PhaseOutcome = await method(context);
       if (outcome.kind === 'failed') return { event: 'fail', error: outcome.error };
       if (outcome.kind === 'reboot') {
@@ -561,21 +612,24 @@ export class UpdateEngine {
   /** Rolls back, newest step first, every step whose install started; reports the version really running. */
   async #rollback(job: UpdateJob, signal: AbortSignal, resumedState: boolean): Promise<ActionResult> {
     let loaded: LoadedJob;
+    let steps: RunnableStep[];
     try {
       loaded = await this.#load(job, signal);
+      steps = this.#runnableSteps(job, loaded);
     } catch (error) {
       // Nothing could have been installed from a manifest that no longer loads.
       return { event: 'fail', error: isOtaError(error) ? error : new OtaError('ROLLBACK_FAILED', (error as Error).message) };
     }
     const { store } = this.#options;
     let runningVersion: string | undefined;
-    for (const { index, step, handler } of [...loaded.steps].reverse()) {
+    for (const runnable of [...steps].reverse()) {
+      const { planned: { index }, handler } = runnable;
       const install = store.stepPhase(job.jobId, index, 'install');
       if (install === 'none' || install === 'skipped') continue;
       const status = store.stepPhase(job.jobId, index, 'rollback');
       if (status === 'done') continue;
       store.markStepPhase(job.jobId, index, 'rollback', 'started');
-      const outcome = await handler.rollback(await this.#context(job, loaded, index, step, signal, resumedState && status === 'started'));
+      const outcome = await handler.rollback(await this.#context(job, loaded, runnable, signal, resumedState && status === 'started'));
       if (outcome.kind === 'failed') return { event: 'fail', error: outcome.error };
       if (outcome.kind === 'reboot') this.#rebootAfterRollback.add(job.jobId);
       store.markStepPhase(job.jobId, index, 'rollback', 'done');
@@ -583,6 +637,13 @@ export class UpdateEngine {
     }
     return { event: 'ok', installedVersion: runningVersion ?? store.installed(job.targetId)?.version };
   }
+}
+
+/** A file a step names, from the merged map of the manifest and its children. */
+function jobFile(loaded: LoadedJob, planned: ExpandedStep, fileId: string): JobFile {
+  const file = loaded.expanded.files.get(fileId);
+  if (!file) throw new OtaError('MANIFEST_FILE_REFERENCE_INVALID', `${planned.label} names file ${fileId} that the manifest does not declare`);
+  return file;
 }
 
 function phaseMethod(handler: UpdateHandler, phase: Exclude<StepPhase, 'rollback'>): ((context: StepContext) => Promise<PhaseOutcome>) | undefined {

@@ -62,7 +62,7 @@ export class AbImageHandler implements UpdateHandler {
     const record = (await this.#records())[booted];
     const criteria = stepInstalledCriteria(context.step);
     if (criteria !== undefined) return record?.installedCriteria === criteria;
-    return (record?.version ?? this.#options.factoryVersion) === context.job.updateId.version;
+    return (record?.version ?? this.#options.factoryVersion) === context.updateId.version;
   }
 
   async install(context: StepContext): Promise<PhaseOutcome> {
@@ -83,7 +83,7 @@ export class AbImageHandler implements UpdateHandler {
         throw new OtaError('INSTALL_FAILED', `slot ${plan.to} (${target}) does not read back as the signed image: sha256 ${readBack} instead of ${image.sha256}`);
       }
       const criteria = stepInstalledCriteria(context.step);
-      await this.#record(plan.to, { version: context.job.updateId.version, ...(criteria === undefined ? {} : { installedCriteria: criteria }), sha256: image.sha256 });
+      await this.#record(plan.to, { version: context.updateId.version, ...(criteria === undefined ? {} : { installedCriteria: criteria }), sha256: image.sha256 });
       context.log(`slot ${plan.to} verified by reading it back`);
       return done();
     } catch (error) {

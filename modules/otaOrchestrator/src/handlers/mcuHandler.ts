@@ -64,7 +64,7 @@ export class McuHandler implements UpdateHandler {
     if (!file || context.files.length !== 1) return failed(new OtaError('INSTALL_FAILED', `step ${context.stepIndex}: an MCU step carries exactly one image file`));
     const url = file.urls[0];
     if (!url) return failed(new OtaError('INSTALL_FAILED', `no URL for image ${file.fileName}`));
-    const version = typeof context.step.handlerProperties?.version === 'string' ? context.step.handlerProperties.version : context.job.updateId.version;
+    const version = typeof context.step.handlerProperties?.version === 'string' ? context.step.handlerProperties.version : context.updateId.version;
     const request: McuFlashRequest = {
       schema: MCU_FLASH_SCHEMA,
       jobId: context.job.jobId,

@@ -260,7 +260,7 @@ export class ProcessHandler implements UpdateHandler {
 }
 
 function version(context: StepContext): string {
-  return context.job.updateId.version;
+  return context.updateId.version;
 }
 
 /** Points <appDir>/current at `target` atomically (a new link renamed over the old one). */

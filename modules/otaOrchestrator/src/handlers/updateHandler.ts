@@ -1,4 +1,4 @@
-import type { InlineStep, OtaError, UpdateFile } from '@edge-ota/common';
+import type { InlineStep, OtaError, UpdateFile, UpdateId } from '@edge-ota/common';
 import type { UpdateJob } from '../jobStore.ts';
 
 // Every kind of update (file, script, apt, A/B image, MCU, process start, child gateway) sits behind this one
@@ -22,6 +22,11 @@ export interface StepFile {
 export interface StepContext {
   job: UpdateJob;
   step: InlineStep;
+  /**
+   * The update the step belongs to: the job's, or the child update's for a step of an ADU reference step (as ADU
+   * hands such a step the child's workflow). Versions a handler records or compares come from here.
+   */
+  updateId: UpdateId;
   stepIndex: number;
   files: StepFile[];
   /** Scratch directory of this job and step, kept until the job ends. */
