@@ -52,7 +52,9 @@ async function raw(answer: (socket: Socket, request: string) => void): Promise<R
 
 async function body(response: DownloadResponse): Promise<Buffer> {
   const parts: Buffer[] = [];
-  await response.readBody((chunk) => parts.push(Buffer.from(chunk)));
+  await response.readBody((chunk) => {
+    parts.push(Buffer.from(chunk));
+  });
   return Buffer.concat(parts);
 }
 
@@ -121,7 +123,11 @@ describe('plainHttpGet', () => {
     const server = await raw((s) => s.end('HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf'));
     const response = await plainHttpGet(new URL(server.url), options);
     const parts: string[] = [];
-    await expect(response.readBody((c) => parts.push(c.toString()))).rejects.toThrow(/closed 6 bytes before the end/);
+    await expect(
+      response.readBody((c) => {
+        parts.push(c.toString());
+      }),
+    ).rejects.toThrow(/closed 6 bytes before the end/);
     expect(parts.join('')).toBe('half');
   });
 
@@ -183,6 +189,39 @@ describe('plainHttpGet', () => {
     await expect(response.readBody(() => {
       throw new Error('disk on fire');
     })).rejects.toThrow('disk on fire');
+    await expect.poll(() => closed).toBe(true);
+  });
+
+  it('reads nothing more while the sink\'s pause is pending, then goes on to the end', async () => {
+    const payload = randomBytes(4 * 1024 * 1024);
+    const server = await raw((s) => s.end(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${payload.length}\r\n\r\n`), payload])));
+    const response = await plainHttpGet(new URL(server.url), { ...options, readBufferBytes: 64 * 1024 });
+    const parts: Buffer[] = [];
+    let release: (() => void) | undefined;
+    let chunksWhenPaused = 0;
+    const reading = response.readBody((chunk) => {
+      parts.push(Buffer.from(chunk));
+      if (parts.length !== 2) return undefined;
+      chunksWhenPaused = parts.length;
+      return new Promise<void>((resolve) => (release = resolve));
+    });
+    await expect.poll(() => release).toBeDefined();
+    // The server has sent everything; a client that ignored the pause would have read on by now.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(parts.length).toBe(chunksWhenPaused);
+    release?.();
+    await reading;
+    expect(Buffer.concat(parts).equals(payload)).toBe(true);
+  });
+
+  it('fails the body with the error of a pause that rejects, and drops the connection', async () => {
+    let closed = false;
+    const server = await raw((s) => {
+      s.on('close', () => (closed = true));
+      s.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc');
+    });
+    const response = await plainHttpGet(new URL(server.url), options);
+    await expect(response.readBody(() => Promise.reject(new Error('write failed: EIO')))).rejects.toThrow('write failed: EIO');
     await expect.poll(() => closed).toBe(true);
   });
 
