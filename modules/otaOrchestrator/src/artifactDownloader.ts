@@ -1,12 +1,14 @@
 import { OtaError, isOtaError } from '@edge-ota/common';
 import { createHash } from 'node:crypto';
 import type { Hash } from 'node:crypto';
-import { createReadStream, writeSync } from 'node:fs';
+import { constants, createReadStream } from 'node:fs';
 import { mkdir, open, rename, rm, stat, statfs } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import path from 'node:path';
 import { hashFile } from './fileHash.ts';
+import { PipelinedFileWriter } from './pipelinedFileWriter.ts';
 import { plainHttpGet } from './plainHttpGet.ts';
 import type { DownloadResponse } from './plainHttpGet.ts';
 
@@ -50,7 +52,10 @@ export const defaultDownloadPolicy: DownloadPolicy = {
   idleTimeoutMs: 60_000,
 };
 
-const writeChunkBytes = 1024 * 1024;
+const progressEveryBytes = 1024 * 1024;
+/** O_DIRECT writes are made in whole 4 KiB blocks: the largest logical block size of common disks. */
+const directAlignment = 4096;
+const copyChunkBytes = 1024 * 1024;
 /** While downloading, written data is flushed to disk every this many bytes, so the final fsync has little left. */
 const flushEveryBytes = 64 * 1024 * 1024;
 
@@ -139,33 +144,38 @@ export class ArtifactDownloader {
   }
 
   async #receive(response: DownloadResponse, partial: string, hash: Hash, startAt: number, request: DownloadRequest): Promise<void> {
-    let done = startAt;
+    let received = startAt;
     let reported = startAt;
     let flushedTo = startAt;
     let flushing: Promise<void> | undefined;
     let flushError: unknown;
-    const file = await open(partial, startAt === 0 ? 'w' : 'a').catch((error: unknown) => {
+    const file = await open(partial, startAt === 0 ? 'w' : 'r+').catch((error: unknown) => {
       throw storageError(error);
     });
-    const fd = file.fd;
+    const direct = await openDirect(partial).catch(async (error: unknown) => {
+      await file.close();
+      throw storageError(error);
+    });
+    // Each piece is hashed here and written by the thread pool (PipelinedFileWriter, straight to the disk where
+    // O_DIRECT works), so receiving, hashing and writing overlap; memory stays at a few fixed buffers because the
+    // writer pauses the connection when it falls behind. Through the page cache, an fdatasync every 64 MiB moves
+    // written data to disk while the download goes on, so the final fsync has little left to do.
+    const writer = new PipelinedFileWriter({ fd: file.fd, position: startAt, ...(direct ? { direct: { fd: direct.fd, alignment: directAlignment } } : {}) });
+    const written = (): number => startAt + writer.writtenBytes;
     try {
-      // Each piece is hashed and written (synchronously, to the page cache) before the next is read: one pass, no
-      // copy in user space, no queue, so memory stays at the client's 1 MiB receive buffer and every byte counted
-      // in `done` is in the file (a retry continues right after it). An fdatasync every 64 MiB, off the main thread,
-      // moves the data to disk while the download goes on, so the final fsync has little left to do.
       await response.readBody((chunk) => {
-        if (done + chunk.length > request.sizeInBytes) {
+        if (received + chunk.length > request.sizeInBytes) {
           throw new OtaError('DOWNLOAD_TOO_LONG', `the server sent more than the ${request.sizeInBytes} bytes the manifest declares`);
         }
         hash.update(chunk);
-        for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at, chunk.length - at);
-        done += chunk.length;
-        if (done - reported >= writeChunkBytes) {
-          reported = done;
-          request.onProgress?.(done, request.sizeInBytes);
+        received += chunk.length;
+        const pause = writer.push(chunk);
+        if (received - reported >= progressEveryBytes) {
+          reported = received;
+          request.onProgress?.(received, request.sizeInBytes);
         }
-        if (flushing === undefined && done - flushedTo >= flushEveryBytes) {
-          const upTo = done;
+        if (!direct && flushing === undefined && written() - flushedTo >= flushEveryBytes) {
+          const upTo = written();
           flushing = file.datasync().then(
             () => {
               flushedTo = upTo;
@@ -176,24 +186,33 @@ export class ArtifactDownloader {
             },
           );
         }
+        return pause;
       });
+      await writer.close();
       await flushing;
       if (flushError !== undefined) throw flushError as Error;
       // Data written reaches the disk before the file is verified and renamed.
       await file.sync();
     } catch (error) {
-      // Whatever reached the file is kept, so the next attempt continues after it.
+      // Every byte that arrived is written out (the file stays a prefix of the body), so the next attempt
+      // continues after it; a write that fails makes this a storage error whatever else went wrong.
+      const writeError = await writer.close().then(
+        () => undefined,
+        (closeError: unknown) => closeError as Error,
+      );
       await flushing;
-      const { code, syscall } = error as NodeJS.ErrnoException;
+      if (writeError) throw storageError(writeError);
       if (isOtaError(error)) throw error;
+      const { code, syscall } = error as NodeJS.ErrnoException;
       if (code === 'ENOSPC' || code === 'EDQUOT' || (syscall && ['write', 'fsync', 'fdatasync'].includes(syscall))) throw storageError(error);
-      throw new OtaError('DOWNLOAD_CONNECTION_FAILED', `the connection broke after ${done} of ${request.sizeInBytes} bytes: ${(error as Error).message}`, { cause: error });
+      throw new OtaError('DOWNLOAD_CONNECTION_FAILED', `the connection broke after ${written()} of ${request.sizeInBytes} bytes: ${(error as Error).message}`, { cause: error });
     } finally {
+      await direct?.close();
       await file.close();
     }
-    request.onProgress?.(done, request.sizeInBytes);
-    if (done < request.sizeInBytes) {
-      throw new OtaError('DOWNLOAD_TRUNCATED', `the connection ended after ${done} of ${request.sizeInBytes} bytes`);
+    request.onProgress?.(received, request.sizeInBytes);
+    if (received < request.sizeInBytes) {
+      throw new OtaError('DOWNLOAD_TRUNCATED', `the connection ended after ${received} of ${request.sizeInBytes} bytes`);
     }
   }
 
@@ -203,6 +222,20 @@ export class ArtifactDownloader {
     if (free < needed + this.#policy.reserveBytes) {
       throw new OtaError('DOWNLOAD_DISK_FULL', `${needed} bytes needed in ${path.dirname(partial)} (plus ${this.#policy.reserveBytes} reserve), ${free} free`);
     }
+  }
+}
+
+/**
+ * The partial file opened again with O_DIRECT, or undefined where the filesystem or platform does not offer it
+ * (then everything goes through the page cache).
+ */
+async function openDirect(file: string): Promise<FileHandle | undefined> {
+  if (constants.O_DIRECT === undefined) return undefined;
+  try {
+    return await open(file, constants.O_WRONLY | constants.O_DIRECT);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EINVAL') return undefined;
+    throw error;
   }
 }
 
@@ -223,7 +256,7 @@ async function copyLocal(url: URL, partial: string, hash: Hash, from: number, re
   const file = await open(partial, from === 0 ? 'w' : 'a');
   let done = from;
   try {
-    for await (const chunk of createReadStream(url, { start: from, highWaterMark: writeChunkBytes }) as AsyncIterable<Buffer>) {
+    for await (const chunk of createReadStream(url, { start: from, highWaterMark: copyChunkBytes }) as AsyncIterable<Buffer>) {
       request.signal?.throwIfAborted();
       hash.update(chunk);
       await file.write(chunk);
@@ -295,7 +328,10 @@ function nodeResponse(response: IncomingMessage): DownloadResponse {
       return Array.isArray(value) ? value.join(', ') : value;
     },
     readBody: async (sink) => {
-      for await (const chunk of response as AsyncIterable<Buffer>) sink(chunk);
+      for await (const chunk of response as AsyncIterable<Buffer>) {
+        const pause = sink(chunk);
+        if (pause) await pause;
+      }
     },
     close: () => response.destroy(),
   };

@@ -174,3 +174,51 @@ describe('ArtifactDownloader', () => {
     expect(readFileSync(req.destination).equals(data)).toBe(true);
   });
 });
+
+describe('ArtifactDownloader on a disk that fills up (real tmpfs)', () => {
+  let mountPoint: string | undefined;
+  let skipReason = '';
+
+  beforeAll(async () => {
+    const candidate = mkdtempSync(path.join(tmpdir(), 'downloader-tmpfs-'));
+    try {
+      await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', candidate]);
+      mountPoint = candidate;
+    } catch (error) {
+      rmSync(candidate, { recursive: true, force: true });
+      skipReason = `cannot mount a tmpfs (needs root): ${(error as Error).message.split('\n')[0] ?? ''}`;
+    }
+  });
+
+  afterAll(async () => {
+    if (!mountPoint) return;
+    await promisify(execFile)('umount', [mountPoint]);
+    rmSync(mountPoint, { recursive: true, force: true });
+  });
+
+  it('stops with DOWNLOAD_DISK_FULL when a write fails for space, keeps what was written, and tries no other source', async (ctx) => {
+    if (!mountPoint) return ctx.skip(skipReason);
+    const destination = path.join(mountPoint, 'a.bin');
+    const before = server.requests.length;
+    let filled = false;
+    const downloading = new ArtifactDownloader(fast).download({
+      sources: [{ url: `${server.baseUrl}/files/a.bin` }, { url: `${server.baseUrl}/files/a.bin?second` }],
+      sha256,
+      sizeInBytes: data.length,
+      destination,
+      onProgress: (done) => {
+        // Something else takes the space once the download is under way (the start-up check passed).
+        if (done >= 1024 * 1024 && !filled) {
+          filled = true;
+          writeFileSync(path.join(mountPoint!, 'filler'), Buffer.alloc(2 * 1024 * 1024));
+        }
+      },
+    });
+    await expect(downloading).rejects.toMatchObject({ code: 'DOWNLOAD_DISK_FULL' });
+    expect(server.requests.length - before).toBe(1);
+    expect(existsSync(destination)).toBe(false);
+    const kept = readFileSync(`${destination}.part`);
+    expect(kept.length).toBeGreaterThan(0);
+    expect(kept.equals(data.subarray(0, kept.length))).toBe(true);
+  });
+});
