@@ -1,8 +1,15 @@
-// Deterministic crash points for the crash-safety tests: with EDGE_OTA_FAULT_KILL_AT=<when>:<state> the process
-// SIGKILLs itself at that point of the engine, e.g. `enter:installing` (state persisted, action not started) or
-// `leave:installing` (action finished, next state not yet persisted). Unset in production: the check is a no-op.
+// Deterministic crash points for the crash-safety tests: with EDGE_OTA_FAULT_KILL_AT=<point>[,<point>...] the
+// process SIGKILLs itself at that point of the engine. Unset in production: the check is a no-op.
+//
+//   enter:<state>          the state is persisted, its action not started (e.g. `enter:installing`)
+//   leave:<state>          the action finished, the next state not yet persisted
+//   start:<phase>:<step>   a step's phase is recorded as started, its handler not yet called (`start:install:2`)
+//   done:<phase>:<step>    the handler finished and the phase is recorded as done; the next step not started
+//
+// <phase> is a step phase (install, apply, rollback, ...), <step> the step's index in the expanded list (the steps
+// of a reference step's child counted in place of it), so `done:install:1` falls between two steps of one state.
 
-export type CrashPoint = `${'enter' | 'leave'}:${string}`;
+export type CrashPoint = `${'enter' | 'leave'}:${string}` | `${'start' | 'done'}:${string}:${number}`;
 
 export class FaultInjection {
   readonly #points: ReadonlySet<string>;

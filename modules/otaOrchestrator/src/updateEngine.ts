@@ -574,7 +574,7 @@ export class UpdateEngine {
    */
   async #eachStep(job: UpdateJob, phase: Exclude<StepPhase, 'rollback'>, signal: AbortSignal, resumedState: boolean): Promise<ActionResult> {
     const loaded = await this.#load(job, signal);
-    const { store } = this.#options;
+    const { store, faults } = this.#options;
     let installedVersion: string | undefined;
     for (const runnable of this.#runnableSteps(job, loaded)) {
       const { planned: { index }, handler } = runnable;
@@ -595,15 +595,18 @@ export class UpdateEngine {
         continue;
       }
       store.markStepPhase(job.jobId, index, phase, 'started');
+      faults.checkpoint(`start:${phase}:${index}`);
       const context = await this.#context(job, loaded, runnable, signal, resumedState && status === 'started');
       const outcome: PhaseOutcome = await method(context);
       if (outcome.kind === 'failed') return { event: 'fail', error: outcome.error };
       if (outcome.kind === 'reboot') {
         // The reboot finishes the apply phase of this step; the boot is confirmed on start-up.
         store.markStepPhase(job.jobId, index, phase, 'done');
+        faults.checkpoint(`done:${phase}:${index}`);
         return { event: 'reboot' };
       }
       store.markStepPhase(job.jobId, index, phase, 'done');
+      faults.checkpoint(`done:${phase}:${index}`);
       if (outcome.installedVersion) installedVersion = outcome.installedVersion;
     }
     return installedVersion ? { event: 'ok', installedVersion } : { event: 'ok' };
@@ -620,7 +623,7 @@ export class UpdateEngine {
       // Nothing could have been installed from a manifest that no longer loads.
       return { event: 'fail', error: isOtaError(error) ? error : new OtaError('ROLLBACK_FAILED', (error as Error).message) };
     }
-    const { store } = this.#options;
+    const { store, faults } = this.#options;
     let runningVersion: string | undefined;
     for (const runnable of [...steps].reverse()) {
       const { planned: { index }, handler } = runnable;
@@ -629,10 +632,12 @@ export class UpdateEngine {
       const status = store.stepPhase(job.jobId, index, 'rollback');
       if (status === 'done') continue;
       store.markStepPhase(job.jobId, index, 'rollback', 'started');
+      faults.checkpoint(`start:rollback:${index}`);
       const outcome = await handler.rollback(await this.#context(job, loaded, runnable, signal, resumedState && status === 'started'));
       if (outcome.kind === 'failed') return { event: 'fail', error: outcome.error };
       if (outcome.kind === 'reboot') this.#rebootAfterRollback.add(job.jobId);
       store.markStepPhase(job.jobId, index, 'rollback', 'done');
+      faults.checkpoint(`done:rollback:${index}`);
       if (outcome.installedVersion) runningVersion = outcome.installedVersion;
     }
     return { event: 'ok', installedVersion: runningVersion ?? store.installed(job.targetId)?.version };

@@ -24,7 +24,7 @@ export interface EngineHarness {
   close(): Promise<void>;
 }
 
-export function startEngine(publisher: Publisher, options: { extraHandlers?: UpdateHandler[]; gatewayId?: string; root?: string; rebooter?: Rebooter } = {}): EngineHarness {
+export function startEngine(publisher: Publisher, options: { extraHandlers?: UpdateHandler[]; gatewayId?: string; root?: string; rebooter?: Rebooter; faults?: FaultInjection } = {}): EngineHarness {
   const root = options.root ?? mkdtempSync(path.join(tmpdir(), 'orchestrator-'));
   const installRoot = path.join(root, 'install');
   const store = new JobStore(path.join(root, 'jobs.sqlite'));
@@ -39,7 +39,7 @@ export function startEngine(publisher: Publisher, options: { extraHandlers?: Upd
     targetProperties: (targetId) => (targetId === gatewayId || targetId.startsWith('child-') ? { properties: compatibleProperties } : undefined),
     artifactSources: (originUrl) => [{ url: originUrl }],
     rebooter: options.rebooter ?? { reboot: () => Promise.resolve() },
-    faults: new FaultInjection(undefined),
+    faults: options.faults ?? new FaultInjection(undefined),
   });
   engine.start();
   return {
