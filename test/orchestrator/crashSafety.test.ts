@@ -3,6 +3,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually } from '../../cloud/hubEmulator/test/support/emulatorFixture.ts';
+import { installedFeedback, killAndResume, reportedSteps } from './support/crashRuns.ts';
 import type { GatewayUnderTest, OrchestratorWorld } from './support/orchestratorWorld.ts';
 import { startOrchestratorWorld } from './support/orchestratorWorld.ts';
 
@@ -13,9 +14,6 @@ import { startOrchestratorWorld } from './support/orchestratorWorld.ts';
 // feedback message delivered (no gap in the sequence), nothing but the update installed.
 
 const happyStates = ['accepted', 'verifying', 'downloading', 'validating', 'installing', 'applying', 'running', 'healthChecking', 'committing'];
-const happySteps = ['job:started', 'manifest:started', 'manifest:succeeded', 'download:started', 'download:succeeded', 'validate:started',
-  'validate:succeeded', 'install:started', 'install:succeeded', 'apply:started', 'apply:succeeded', 'run:started', 'run:succeeded',
-  'healthCheck:started', 'healthCheck:succeeded', 'commit:started', 'commit:succeeded', 'job:succeeded'];
 const rollbackSteps = ['job:started', 'manifest:started', 'manifest:succeeded', 'download:started', 'download:succeeded', 'validate:started',
   'validate:succeeded', 'install:started', 'install:succeeded', 'apply:started', 'apply:failed', 'rollback:started', 'rollback:succeeded', 'job:rolledBack'];
 
@@ -68,23 +66,9 @@ describe('otaOrchestrator crash safety (SIGKILL at every transition)', () => {
     const gw = await gateway();
     const jobId = `crash-${caseNumber}`;
     const { delivery, log, payload, installed } = update(gw, failApply, jobId);
-    const first = await gw.start({ EDGE_OTA_FAULT_KILL_AT: point });
-    void deliver(gw.deviceId, delivery);
-    const ended = await Promise.race([first.exited, new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error(`module not killed at ${point}:\n${first.lines.slice(-30).join('\n')}`)), 30_000))]);
-    expect(ended.signal, `the module should have been killed at ${point}`).toBe('SIGKILL');
-    expect(first.lines.some((l) => l.includes(`fault injection: SIGKILL at ${point}`))).toBe(true);
-
-    const second = await gw.start();
-    const terminal = failApply ? 'job:rolledBack' : 'job:succeeded';
-    const feedback = await eventually(() => {
-      const got = feedbackOf(jobId);
-      return got.some((m) => `${m.step}:${m.status}` === terminal) ? got : undefined;
-    }, 45_000, `${terminal} for ${jobId}`);
-    await second.stop();
-
-    // No feedback lost: sequence numbers 0..n without a gap; the steps in order, each once.
-    expect(feedback.map((m) => m.sequence)).toEqual(feedback.map((_m, i) => i));
-    expect(feedback.filter((m) => m.status !== 'progress').map((m) => `${m.step}:${m.status}`)).toEqual(failApply ? rollbackSteps : happySteps);
+    // No feedback lost (killAndResume checks the sequence numbers); the steps in order, each once.
+    const feedback = await killAndResume(world, gw, { point, jobId, delivery, terminal: failApply ? 'job:rolledBack' : 'job:succeeded' });
+    expect(reportedSteps(feedback)).toEqual(failApply ? rollbackSteps : installedFeedback);
     // No step done twice.
     const actions = readFileSync(log, 'utf8').trim().split('\n');
     expect(actions).toEqual(failApply ? ['--action-install', '--action-apply', '--action-cancel'] : ['--action-install', '--action-apply']);
