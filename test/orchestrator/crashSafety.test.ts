@@ -20,6 +20,8 @@ const rollbackSteps = ['job:started', 'manifest:started', 'manifest:succeeded', 
 const cases: Array<{ point: string; failApply: boolean }> = [
   ...happyStates.flatMap((state) => [{ point: `enter:${state}`, failApply: false }, { point: `leave:${state}`, failApply: false }]),
   { point: 'enter:applying', failApply: true },
+  // The apply failed and that is recorded, the move to rollingBack not: after the restart it is not applied again.
+  { point: 'leave:applying', failApply: true },
   { point: 'enter:rollingBack', failApply: true },
   { point: 'leave:rollingBack', failApply: true },
 ];

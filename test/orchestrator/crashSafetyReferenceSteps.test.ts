@@ -54,6 +54,9 @@ const table: Case[] = [
   { point: 'done:apply:1', actionsAtKill: 5, verifiedAtKill: true },
   { point: 'leave:applying', actionsAtKill: 6, verifiedAtKill: true },
   { point: 'done:install:1', fails: true, actionsAtKill: 2, verifiedAtKill: true },
+  // The child's second step failed and that is recorded, the move to rollingBack not: the failure is not run again.
+  { point: 'failed:install:2', fails: true, actionsAtKill: 3, verifiedAtKill: true },
+  { point: 'leave:installing', fails: true, actionsAtKill: 3, verifiedAtKill: true },
   { point: 'enter:rollingBack', fails: true, actionsAtKill: 3, verifiedAtKill: true },
   // Between the child's two rollbacks, newest first: step 2 rolled back, step 1 not started.
   { point: 'done:rollback:2', fails: true, actionsAtKill: 4, verifiedAtKill: true },

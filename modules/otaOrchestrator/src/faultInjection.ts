@@ -5,11 +5,12 @@
 //   leave:<state>          the action finished, the next state not yet persisted
 //   start:<phase>:<step>   a step's phase is recorded as started, its handler not yet called (`start:install:2`)
 //   done:<phase>:<step>    the handler finished and the phase is recorded as done; the next step not started
+//   failed:<phase>:<step>  the handler failed and that is recorded; the job's next state not yet persisted
 //
 // <phase> is a step phase (install, apply, rollback, ...), <step> the step's index in the expanded list (the steps
 // of a reference step's child counted in place of it), so `done:install:1` falls between two steps of one state.
 
-export type CrashPoint = `${'enter' | 'leave'}:${string}` | `${'start' | 'done'}:${string}:${number}`;
+export type CrashPoint = `${'enter' | 'leave'}:${string}` | `${'start' | 'done' | 'failed'}:${string}:${number}`;
 
 export class FaultInjection {
   readonly #points: ReadonlySet<string>;

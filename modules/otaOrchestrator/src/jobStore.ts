@@ -41,8 +41,18 @@ export interface FeedbackDraft {
 }
 
 export type StepPhase = 'install' | 'apply' | 'run' | 'confirmBoot' | 'healthCheck' | 'commit' | 'rollback';
-/** `started` without `done` means the phase was interrupted (the process died in it). */
-export type StepPhaseStatus = 'none' | 'started' | 'done' | 'skipped';
+/**
+ * `started` without `done` means the phase was interrupted (the process died in it). `failed` is the handler's
+ * own verdict, recorded before the job's state changes, so a restart keeps the verdict instead of running the
+ * step again.
+ */
+export type StepPhaseStatus = 'none' | 'started' | 'done' | 'skipped' | 'failed';
+
+/** Why a step's phase failed, as the handler said. */
+export interface StepFailure {
+  code: string;
+  message: string;
+}
 
 export interface FileProgress {
   fileId: string;
@@ -130,6 +140,15 @@ export class JobStore {
         step_index INTEGER NOT NULL,
         phase TEXT NOT NULL,
         status TEXT NOT NULL,
+        PRIMARY KEY (job_id, step_index, phase)
+      );
+      -- A handler's failure verdict for a step's phase (step_phases says 'failed'); read when a restart finds it.
+      CREATE TABLE IF NOT EXISTS step_failures (
+        job_id TEXT NOT NULL,
+        step_index INTEGER NOT NULL,
+        phase TEXT NOT NULL,
+        code TEXT NOT NULL,
+        message TEXT NOT NULL,
         PRIMARY KEY (job_id, step_index, phase)
       );
       -- Whether a step of a reference step's child applies to the job's target (the child's compatibility),
@@ -328,6 +347,25 @@ export class JobStore {
          ON CONFLICT(job_id, step_index, phase) DO UPDATE SET status = excluded.status`,
       )
       .run(jobId, stepIndex, phase, status);
+  }
+
+  /** Marks the phase failed and keeps why, in one transaction. */
+  recordStepFailure(jobId: string, stepIndex: number, phase: StepPhase, failure: StepFailure): void {
+    this.#db.transaction(() => {
+      this.markStepPhase(jobId, stepIndex, phase, 'failed');
+      this.#db
+        .prepare(
+          `INSERT INTO step_failures (job_id, step_index, phase, code, message) VALUES (?, ?, ?, ?, ?)
+           ON CONFLICT(job_id, step_index, phase) DO UPDATE SET code = excluded.code, message = excluded.message`,
+        )
+        .run(jobId, stepIndex, phase, failure.code, failure.message);
+    })();
+  }
+
+  stepFailure(jobId: string, stepIndex: number, phase: StepPhase): StepFailure | undefined {
+    return this.#db
+      .prepare<[string, number, string], StepFailure>('SELECT code, message FROM step_failures WHERE job_id = ? AND step_index = ? AND phase = ?')
+      .get(jobId, stepIndex, phase);
   }
 
   recordStepSelection(jobId: string, stepIndex: number, applies: boolean): void {

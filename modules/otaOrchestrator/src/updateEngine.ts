@@ -570,7 +570,8 @@ export class UpdateEngine {
 
   /**
    * Runs one phase over every step, in order. A step whose phase is recorded as done is skipped, so a restart
-   * never repeats it; a step recorded as started but not done was interrupted and is run again as `resumed`.
+   * never repeats it; a step recorded as started but not done was interrupted and is run again as `resumed`; a
+   * step recorded as failed is not run again, its recorded failure decides.
    */
   async #eachStep(job: UpdateJob, phase: Exclude<StepPhase, 'rollback'>, signal: AbortSignal, resumedState: boolean): Promise<ActionResult> {
     const loaded = await this.#load(job, signal);
@@ -580,6 +581,7 @@ export class UpdateEngine {
       const { planned: { index }, handler } = runnable;
       const status = store.stepPhase(job.jobId, index, phase);
       if (status === 'done' || status === 'skipped') continue;
+      if (status === 'failed') return { event: 'fail', error: this.#recordedFailure(job, index, phase) };
       if (phase === 'install' && status === 'none') {
         const context = await this.#context(job, loaded, runnable, signal, false);
         if (await handler.isInstalled(context)) {
@@ -598,7 +600,7 @@ export class UpdateEngine {
       faults.checkpoint(`start:${phase}:${index}`);
       const context = await this.#context(job, loaded, runnable, signal, resumedState && status === 'started');
       const outcome: PhaseOutcome = await method(context);
-      if (outcome.kind === 'failed') return { event: 'fail', error: outcome.error };
+      if (outcome.kind === 'failed') return this.#stepFailed(job, index, phase, outcome.error);
       if (outcome.kind === 'reboot') {
         // The reboot finishes the apply phase of this step; the boot is confirmed on start-up.
         store.markStepPhase(job.jobId, index, phase, 'done');
@@ -610,6 +612,23 @@ export class UpdateEngine {
       if (outcome.installedVersion) installedVersion = outcome.installedVersion;
     }
     return installedVersion ? { event: 'ok', installedVersion } : { event: 'ok' };
+  }
+
+  /**
+   * A handler's failure is recorded before the job's state changes: a crash between the two must not run the step
+   * again (its side effects, whatever they were, happened once), so the restart reads the verdict instead.
+   */
+  #stepFailed(job: UpdateJob, index: number, phase: StepPhase, error: OtaError): ActionResult {
+    this.#options.store.recordStepFailure(job.jobId, index, phase, { code: error.code, message: error.message });
+    this.#options.faults.checkpoint(`failed:${phase}:${index}`);
+    return { event: 'fail', error };
+  }
+
+  #recordedFailure(job: UpdateJob, index: number, phase: StepPhase): OtaError {
+    const failure = this.#options.store.stepFailure(job.jobId, index, phase);
+    const fallback = phase === 'rollback' ? 'ROLLBACK_FAILED' : 'INSTALL_FAILED';
+    const code = failure && failure.code in resultCodes ? (failure.code as ResultCodeName) : fallback;
+    return new OtaError(code, failure?.message ?? `step ${index} ${phase} was recorded as failed before a restart`);
   }
 
   /** Rolls back, newest step first, every step whose install started; reports the version really running. */
@@ -631,10 +650,11 @@ export class UpdateEngine {
       if (install === 'none' || install === 'skipped') continue;
       const status = store.stepPhase(job.jobId, index, 'rollback');
       if (status === 'done') continue;
+      if (status === 'failed') return { event: 'fail', error: this.#recordedFailure(job, index, 'rollback') };
       store.markStepPhase(job.jobId, index, 'rollback', 'started');
       faults.checkpoint(`start:rollback:${index}`);
       const outcome = await handler.rollback(await this.#context(job, loaded, runnable, signal, resumedState && status === 'started'));
-      if (outcome.kind === 'failed') return { event: 'fail', error: outcome.error };
+      if (outcome.kind === 'failed') return this.#stepFailed(job, index, 'rollback', outcome.error);
       if (outcome.kind === 'reboot') this.#rebootAfterRollback.add(job.jobId);
       store.markStepPhase(job.jobId, index, 'rollback', 'done');
       faults.checkpoint(`done:rollback:${index}`);
