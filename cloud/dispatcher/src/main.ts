@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { TrustStore, readRootPublicKeyFileSync, readSigningKeyFileSync } from '@edge-ota/common';
+import { TrustStore, readRootPublicKeyFileSync, readSigningKeyFileSync, stopOnSignals } from '@edge-ota/common';
 import { createDispatcher } from './app.ts';
 import { writeTestKeys } from './keyFiles.ts';
 
@@ -102,15 +102,4 @@ const dispatcher = await createDispatcher({
 
 process.stdout.write(`dispatcher ready on ${dispatcher.url} (data ${dataDir}; event hubs ${dispatcher.eventHubs ? 'on' : 'off'}; Event Grid webhook ${dispatcher.url}/events/eventgrid)\n`);
 
-let stopping = false;
-const stop = (signal: string): void => {
-  if (stopping) return;
-  stopping = true;
-  process.stderr.write(`dispatcher: ${signal}, stopping\n`);
-  dispatcher.close().then(() => process.exit(0), (error: unknown) => {
-    process.stderr.write(`dispatcher: error while stopping: ${(error as Error).message}\n`);
-    process.exit(1);
-  });
-};
-process.on('SIGTERM', () => stop('SIGTERM'));
-process.on('SIGINT', () => stop('SIGINT'));
+stopOnSignals({ log: (line) => process.stderr.write(`dispatcher: ${line}\n`), stop: () => dispatcher.close() });

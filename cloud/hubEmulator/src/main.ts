@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { stopOnSignals } from '@edge-ota/common';
 import { startHubEmulator } from './app.ts';
 
 // `npm run hub -- --state-dir DIR [--address 127.0.0.N] [--event-grid-webhook URL ...] [--ca-dir DIR] [--verbose]`
@@ -58,24 +59,10 @@ const hubFile = path.join(path.resolve(stateDir), 'hub.json');
 writeFileSync(hubFile, `${JSON.stringify(emulator.info, null, 2)}\n`);
 process.stdout.write(`hub emulator ready on ${emulator.info.hostName} (https :${emulator.info.httpsPort}, mqtts :${emulator.info.mqttPort}); ${hubFile}\n`);
 
-let stopping = false;
-const stop = (signal: string): void => {
-  if (stopping) return;
-  stopping = true;
-  process.stderr.write(`hub: ${signal}, stopping\n`);
-  emulator.stop().then(
-    () => process.exit(0),
-    (error: unknown) => {
-      process.stderr.write(`hub: error while stopping: ${(error as Error).message}\n`);
-      process.exit(1);
-    },
-  );
-};
-process.on('SIGTERM', () => stop('SIGTERM'));
+const stop = stopOnSignals({ log: (line) => process.stderr.write(`hub: ${line}\n`), stop: () => emulator.stop() });
 if (parsed['stop-on-stdin-eof']) {
   // Started by a test or a runner that holds our stdin: when it dies, even by SIGKILL, the pipe closes and so do we.
   process.stdin.on('end', () => stop('stdin closed'));
   process.stdin.on('error', () => stop('stdin closed'));
   process.stdin.resume();
 }
-process.on('SIGINT', () => stop('SIGINT'));

@@ -88,3 +88,6 @@ export {
 export type { McuFlashPhase, McuFlashProgress, McuFlashRequest, McuFlashStatus } from './contracts/mcuFlash.ts';
 export { checkpointInBackground } from './persistence/backgroundCheckpoints.ts';
 export type { BackgroundCheckpointOptions } from './persistence/backgroundCheckpoints.ts';
+
+export { stopOnSignals } from './process/stopOnSignals.ts';
+export type { StopOptions } from './process/stopOnSignals.ts';

@@ -1,3 +1,4 @@
+import { stopOnSignals } from '@edge-ota/common';
 import { spawn } from 'node:child_process';
 import { startOrchestrator } from './app.ts';
 import { configurationFromEnvironment } from './configuration.ts';
@@ -42,22 +43,11 @@ const connection = await connectToEdgeHub(log);
 const orchestrator = startOrchestrator({ connection, configuration, configurationProblems: problems, rebooter, handlers: gateway.handlers, log });
 log(`otaOrchestrator ready on ${connection.deviceId} (state ${configuration.stateDir})`);
 
-let stopping = false;
-const stop = (signal: string): void => {
-  if (stopping) return;
-  stopping = true;
-  log(`${signal}: stopping`);
-  orchestrator
-    .stop()
-    .then(() => gateway.stop())
-    .then(() => connection.close())
-    .then(
-      () => process.exit(0),
-      (error: unknown) => {
-        log(`error while stopping: ${(error as Error).message}`);
-        process.exit(1);
-      },
-    );
-};
-process.on('SIGTERM', () => stop('SIGTERM'));
-process.on('SIGINT', () => stop('SIGINT'));
+stopOnSignals({
+  log,
+  stop: async () => {
+    await orchestrator.stop();
+    await gateway.stop();
+    await connection.close();
+  },
+});

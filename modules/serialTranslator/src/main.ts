@@ -1,3 +1,4 @@
+import { stopOnSignals } from '@edge-ota/common';
 import { startSerialTranslator } from './app.ts';
 import { settingsFromEnvironment } from './configuration.ts';
 import { connectToEdgeHub } from './iotEdgeConnection.ts';
@@ -18,21 +19,10 @@ const translator = startSerialTranslator({ connection, configuration: settings, 
 await translator.ready;
 log(`serialTranslator ready on ${connection.deviceId} (state ${settings.stateDir})`);
 
-let stopping = false;
-const stop = (signal: string): void => {
-  if (stopping) return;
-  stopping = true;
-  log(`${signal}: stopping`);
-  translator
-    .stop()
-    .then(() => connection.close())
-    .then(
-      () => process.exit(0),
-      (error: unknown) => {
-        log(`error while stopping: ${(error as Error).message}`);
-        process.exit(1);
-      },
-    );
-};
-process.on('SIGTERM', () => stop('SIGTERM'));
-process.on('SIGINT', () => stop('SIGINT'));
+stopOnSignals({
+  log,
+  stop: async () => {
+    await translator.stop();
+    await connection.close();
+  },
+});
