@@ -20,6 +20,8 @@ export { parseImportManifest } from './manifest/importManifest.ts';
 export { EXTENSION_KEY, parseUpdateManifest } from './manifest/updateManifest.ts';
 export { childUpdateManifestFromImport, updateManifestFromImport } from './manifest/fromImportManifest.ts';
 export { FileVerifier, parseDetachedManifest } from './manifest/fileIntegrity.ts';
+export { UpdateFileIds, childInlineSteps, referenceStepOf, referenceStepsOf } from './manifest/childUpdates.ts';
+export type { ReferenceStepOf } from './manifest/childUpdates.ts';
 export type { ChildUpdateManifestOptions, DetachedManifestFile, UpdateManifestOptions } from './manifest/fromImportManifest.ts';
 
 export { JWS_ALGORITHMS, SIGNING_ALGORITHMS, generateKeyPair, publicJwk, signingKeyHash } from './signing/keys.ts';

@@ -1,4 +1,4 @@
-import { OtaError, formatUpdateId, isOtaError, isReferenceStep, matchCompatibility, parseDetachedManifest } from '@edge-ota/common';
+import { OtaError, UpdateFileIds, childInlineSteps, formatUpdateId, isOtaError, isReferenceStep, matchCompatibility, parseDetachedManifest, referenceStepOf } from '@edge-ota/common';
 import type { FullUpdateManifest, InlineStep, UpdateFile, UpdateId } from '@edge-ota/common';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -79,11 +79,8 @@ export interface ExpandedSteps {
  */
 export async function expandSteps(manifest: FullUpdateManifest, context: ExpansionContext): Promise<ExpandedSteps> {
   const files = new Map<string, JobFile>();
-  const declaredBy = new Map<string, string>();
-  for (const [fileId, entry] of Object.entries(manifest.files)) {
-    files.set(fileId, { fileId, entry, path: path.join(context.jobDir, 'files', entry.filename) });
-    declaredBy.set(fileId, 'the parent manifest');
-  }
+  for (const [fileId, entry] of Object.entries(manifest.files)) files.set(fileId, { fileId, entry, path: path.join(context.jobDir, 'files', entry.filename) });
+  const fileIds = new UpdateFileIds(manifest);
   const steps: ExpandedStep[] = [];
   const children: ChildUpdate[] = [];
   for (const [manifestStep, step] of manifest.instructions.steps.entries()) {
@@ -93,29 +90,14 @@ export async function expandSteps(manifest: FullUpdateManifest, context: Expansi
       steps.push({ index, step, updateId: manifest.updateId, label: index === manifestStep ? `step ${index}` : `step ${index} (manifest step ${manifestStep})`, pointer });
       continue;
     }
-    const fileId = step.detachedManifestFileId;
+    const reference = referenceStepOf(manifest, manifestStep, step);
+    const { fileId, childName } = reference;
     const childManifest = await readChild(manifest, fileId, pointer, context);
     const child: ChildUpdate = { manifestStep, fileId, manifest: childManifest, stepIndexes: [] };
-    const childName = manifest.files[fileId]?.filename ?? fileId;
-    for (const [childFileId, entry] of Object.entries(childManifest.files)) {
-      const known = files.get(childFileId);
-      if (!known) {
-        files.set(childFileId, { fileId: childFileId, entry, path: path.join(context.jobDir, 'children', fileId, entry.filename) });
-        declaredBy.set(childFileId, `the child manifest of reference step ${manifestStep}`);
-      } else if (!isSameFile(known.entry, entry)) {
-        throw new OtaError(
-          'MANIFEST_FILE_ID_CONFLICT',
-          `${pointer}: child manifest ${childName} declares file id ${JSON.stringify(childFileId)} as ${entry.filename}, but ${declaredBy.get(childFileId) ?? 'another manifest'} declares it as a different file (${known.entry.filename})`,
-          { field: pointer },
-        );
-      }
+    for (const [childFileId, entry] of fileIds.addChild(childManifest, reference)) {
+      files.set(childFileId, { fileId: childFileId, entry, path: path.join(context.jobDir, 'children', fileId, entry.filename) });
     }
-    for (const [childStep, inner] of childManifest.instructions.steps.entries()) {
-      if (isReferenceStep(inner)) {
-        throw new OtaError('UPDATE_MANIFEST_INVALID', `${pointer}: child manifest ${childName} has a reference step at /instructions/steps/${childStep}; a child update holds inline steps only`, {
-          field: pointer,
-        });
-      }
+    for (const [childStep, inner] of childInlineSteps(childManifest, reference).entries()) {
       const index = steps.length;
       child.stepIndexes.push(index);
       steps.push({
@@ -183,9 +165,4 @@ async function readChild(parent: FullUpdateManifest, fileId: string, pointer: st
     if (!isOtaError(error)) throw error;
     throw new OtaError(error.code, `${pointer}: child manifest ${entry.filename}: ${error.message}`, { field: pointer, cause: error });
   }
-}
-
-/** One file under one id: same name (handlers find files by name), size and content. */
-function isSameFile(a: UpdateFile, b: UpdateFile): boolean {
-  return a.filename === b.filename && a.sizeInBytes === b.sizeInBytes && Buffer.from(a.hashes.sha256, 'base64').equals(Buffer.from(b.hashes.sha256, 'base64'));
 }
