@@ -2,7 +2,9 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { importManifestFor, tempDir } from './fixtures.ts';
+import { readBundle } from '../src/index.ts';
+import { importManifestFor, makeRoot, makeSigningKey, tempDir, trustStoreFor } from './fixtures.ts';
+import { childManifest, payload, world } from './multiStepFixtures.ts';
 
 const bin = new URL('../bin/ota.js', import.meta.url).pathname;
 
@@ -61,5 +63,25 @@ describe('ota CLI', () => {
     expect(ota(dir, 'bundle', 'verify', 'app.otabundle').status).toBe(2);
     expect(ota(dir, 'nonsense').status).toBe(2);
     expect(ota(dir, 'bundle', 'verify', 'missing.otabundle', ...trust).status).toBe(3);
+  });
+
+  it('bundles a multi-step update with --child-files <dir>/<file id>/, and names a missing child file', { timeout: 60_000 }, async () => {
+    const root = makeRoot('cli.multistep.root');
+    const script = payload('step1file0', 'install.sh', '#!/bin/sh\necho child\n');
+    const w = world(makeSigningKey(root, 'ES256'), [{ id: 'file1', name: 'motor.json', manifest: childManifest('Motor', [script]), files: [script] }]);
+    writeFileSync(path.join(w.dir, 'parent.updatemanifest.json'), w.bytes);
+    writeFileSync(path.join(w.dir, 'parent.updatemanifest.json.jws'), w.signature);
+    const create = (out: string, ...extra: string[]) =>
+      ota(w.dir, 'bundle', 'create', '--manifest', 'parent.updatemanifest.json', '--files', 'app.bin', '--files', 'motor.json', '--out', out, ...extra);
+
+    const missing = create('never.otabundle');
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toContain('BUNDLE_FILE_MISSING');
+    expect(missing.stderr).toContain(`expected at ${path.join('<dir>', 'file1', 'install.sh')} with --child-files <dir>`);
+
+    expect(create('parent.otabundle', '--child-files', '.').status).toBe(0);
+    const verified = await readBundle(path.join(w.dir, 'parent.otabundle'), { trustStore: trustStoreFor(root) });
+    expect(verified.files.map((f) => f.fileId)).toEqual(['file0', 'file1', 'step1file0']);
+    expect(ota(w.dir, 'bundle', 'inspect', 'parent.otabundle').stdout).toContain('children/file1/install.sh');
   });
 });

@@ -2,11 +2,13 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readBundle, signUpdateManifest, writeBundle } from '../src/index.ts';
-import type { FullUpdateManifest, ResultCodeName } from '../src/index.ts';
+import { readBundle, writeBundle } from '../src/index.ts';
+import type { ResultCodeName } from '../src/index.ts';
 import { inspectBundle } from '../src/bundle/bundleInspector.ts';
 import { encodeTarHeader, paddingFor } from '../src/bundle/tar.ts';
-import { makeRoot, makeSigningKey, sha256b64, tempDir, trustStoreFor } from './fixtures.ts';
+import { makeRoot, makeSigningKey, tempDir, trustStoreFor } from './fixtures.ts';
+import { childManifest, fileEntry, payload, world } from './multiStepFixtures.ts';
+import type { Child, Payload, World } from './multiStepFixtures.ts';
 
 // Offline bundles of multi-step updates (ADU reference steps): the parent's files, which include each child's
 // update manifest, then each child's payload under children/<detachedManifestFileId>/<filename>.
@@ -16,70 +18,11 @@ const signer = makeSigningKey(root, 'ES256');
 const work = tempDir('edge-ota-multistep-');
 let counter = 0;
 
-interface Payload {
-  id: string;
-  name: string;
-  data: Buffer;
-}
-
-const payload = (id: string, name: string, text: string): Payload => ({ id, name, data: Buffer.from(text) });
-const fileEntry = (p: { name: string; data: Buffer }) => ({ filename: p.name, sizeInBytes: p.data.length, hashes: { sha256: sha256b64(p.data) } });
-const compatibility = [{ deviceManufacturer: 'Contoso', deviceModel: 'Toaster' }];
-
-function childManifest(name: string, files: Payload[], extra: Partial<FullUpdateManifest> = {}): object {
-  return {
-    manifestVersion: '4',
-    updateId: { provider: 'Contoso', name, version: '1.0' },
-    compatibility,
-    instructions: { steps: [{ handler: 'microsoft/script:1', files: files.map((f) => f.id), handlerProperties: { scriptFileName: 'install.sh' } }] },
-    files: Object.fromEntries(files.map((f) => [f.id, fileEntry(f)])),
-    createdDateTime: '2026-01-02T03:04:05Z',
-    ...extra,
-  };
-}
-
-interface Child {
-  /** The parent's file id of the child's manifest. */
-  id: string;
-  name: string;
-  manifest: object;
-  files: Payload[];
-}
-
-interface World {
-  bytes: Buffer;
-  signature: string;
-  parentFiles: Payload[];
-  children: Array<Child & { document: Payload }>;
-  dir: string;
-}
-
-/** A signed parent with one inline step (app.bin) and a reference step per child, every file on disk. */
-function world(children: Child[], parentFiles: Payload[] = [payload('file0', 'app.bin', 'application '.repeat(300))]): World {
-  const documents = children.map((c) => ({ ...c, document: { id: c.id, name: c.name, data: Buffer.from(JSON.stringify(c.manifest)) } }));
-  const manifest = {
-    manifestVersion: '4',
-    updateId: { provider: 'Contoso', name: 'Toaster', version: '2.0' },
-    compatibility,
-    instructions: { steps: [{ handler: 'microsoft/script:1', files: ['file0'] }, ...children.map((c) => ({ type: 'reference', detachedManifestFileId: c.id }))] },
-    files: Object.fromEntries([...parentFiles, ...documents.map((d) => d.document)].map((f) => [f.id, fileEntry(f)])),
-    createdDateTime: '2026-01-02T03:04:05Z',
-  };
-  const bytes = Buffer.from(JSON.stringify(manifest));
-  const dir = tempDir();
-  for (const f of [...parentFiles, ...documents.map((d) => d.document)]) writeFileSync(path.join(dir, f.name), f.data);
-  for (const c of documents) {
-    mkdirSync(path.join(dir, c.id));
-    for (const f of c.files) writeFileSync(path.join(dir, c.id, f.name), f.data);
-  }
-  return { bytes, signature: signUpdateManifest(bytes, signer), parentFiles, children: documents, dir };
-}
-
 const motorFiles = [payload('step1file0', 'install.sh', '#!/bin/sh\necho motor\n'), payload('step1file1', 'motor.bin', 'motor firmware '.repeat(100))];
 const sensorFiles = [payload('step2file0', 'install.sh', '#!/bin/sh\necho sensor, a different script\n')];
 const motor: Child = { id: 'file1', name: 'motor.json', manifest: childManifest('Motor', motorFiles), files: motorFiles };
 const sensor: Child = { id: 'file2', name: 'sensor.json', manifest: childManifest('Sensor', sensorFiles), files: sensorFiles };
-const two = world([motor, sensor]);
+const two = world(signer, [motor, sensor]);
 
 function contentsOf(w: World) {
   return {
@@ -159,7 +102,7 @@ describe('multi-step bundle round trip', () => {
   it('carries a file a child declares under the parent\'s id for the same file once, in the parent\'s place', async () => {
     const shared = two.parentFiles[0]!;
     const files = [shared, payload('step1file0', 'install.sh', '#!/bin/sh\n')];
-    const w = world([{ id: 'file1', name: 'c.json', manifest: childManifest('C', files), files: files.slice(1) }]);
+    const w = world(signer, [{ id: 'file1', name: 'c.json', manifest: childManifest('C', files), files: files.slice(1) }]);
     const file = await written(w);
     expect(execFileSync('tar', ['-tf', file], { encoding: 'utf8' }).trim().split('\n').slice(2)).toEqual(['files/app.bin', 'files/c.json', 'children/file1/install.sh']);
     expect((await readBundle(file, { trustStore: trustStoreFor(root) })).files.map((f) => f.fileId)).toEqual(['file0', 'file1', 'step1file0']);
@@ -219,7 +162,7 @@ describe('hostile multi-step bundles', () => {
     });
   }
 
-  const hostileChild = (manifest: object, files: Payload[] = []): World => world([{ id: 'file1', name: 'evil.json', manifest, files }]);
+  const hostileChild = (manifest: object, files: Payload[] = []): World => world(signer, [{ id: 'file1', name: 'evil.json', manifest, files }]);
   const script = payload('step1file0', 'install.sh', '#!/bin/sh\n');
   const childCases: Array<[string, () => World, ResultCodeName, RegExp]> = [
     ['a child manifest that is a detached-manifest pointer', () => hostileChild({
@@ -235,13 +178,13 @@ describe('hostile multi-step bundles', () => {
     ['two children declaring one file id for different files', () => {
       const a = payload('shared', 'a.bin', 'a');
       const b = payload('shared', 'b.bin', 'b');
-      return world([{ id: 'file1', name: 'a.json', manifest: childManifest('A', [a]), files: [a] }, { id: 'file2', name: 'b.json', manifest: childManifest('B', [b]), files: [b] }]);
+      return world(signer, [{ id: 'file1', name: 'a.json', manifest: childManifest('A', [a]), files: [a] }, { id: 'file2', name: 'b.json', manifest: childManifest('B', [b]), files: [b] }]);
     }, 'MANIFEST_FILE_ID_CONFLICT', /but the child manifest of reference step 1 declares it/],
     ['a child file name that climbs out', () => {
       const evil = payload('step1file0', '../evil.sh', 'x');
       return hostileChild(childManifest('Evil', [evil]), []);
     }, 'MANIFEST_FILE_NAME_UNSAFE', /^\/instructions\/steps\/1: child manifest evil\.json: /],
-    ['a parent file named "children" beside reference steps', () => world([motor], [payload('file0', 'children', 'x')]), 'BUNDLE_PATH_REFUSED', /cannot be named "children"/],
+    ['a parent file named "children" beside reference steps', () => world(signer, [motor], [payload('file0', 'children', 'x')]), 'BUNDLE_PATH_REFUSED', /cannot be named "children"/],
   ];
 
   for (const [name, build, code, message] of childCases) {

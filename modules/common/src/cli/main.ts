@@ -18,6 +18,7 @@ export const USAGE = `ota - keys, signed update manifests and offline bundles fo
                            [--expires-in 30d] [--rollback] [--minimum-version V] [--child <updatemanifest.json>...] [--manifest-id ID]
   ota update verify        <updatemanifest.json> [--signature <file>] <trust> [--device name=value...] [--installed-version V] [--at ISO]
   ota bundle create        --manifest <updatemanifest.json> [--signature <file>] [--root-key-package <pkg.json>] --files <file|dir>... --out <file>
+                           [--child-files <dir>]   (a child update's files: <dir>/<detachedManifestFileId>/<filename>)
   ota bundle verify        <bundle> <trust> [--extract <dir>]
   ota bundle inspect       <bundle>
 
@@ -66,6 +67,7 @@ const options = {
   'allow-no-expiry': { type: 'boolean' },
   manifest: { type: 'string' },
   extract: { type: 'string' },
+  'child-files': { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 const REJECTED = 1;
