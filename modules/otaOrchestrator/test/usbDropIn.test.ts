@@ -1,9 +1,13 @@
 import { writeBundle } from '@edge-ota/common';
+import type { InlineStep } from '@edge-ota/common';
+import { randomUUID } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { UsbDropIn } from '../src/usbDropIn.ts';
+import type { PayloadFile } from './support/composedUpdates.ts';
+import { childManifest, fileEntry } from './support/composedUpdates.ts';
 import type { EngineHarness } from './support/engineHarness.ts';
 import { startEngine, steps } from './support/engineHarness.ts';
 import type { Publisher } from './support/signedUpdates.ts';
@@ -132,5 +136,59 @@ describe('USB drop-in', () => {
     expect(results.find((r) => r.bundle === 'other.otabundle')).toMatchObject({ status: 'notForThisGateway' });
     const queued = results.find((r) => r.bundle === 'mine.otabundle');
     expect(queued?.jobIds.map((id) => harness.store.getJob(id)?.targetId).sort()).toEqual(['child-a', 'gw-1']);
+  });
+
+  it('installs a multi-step bundle (reference steps) through the engine, with the children\'s files from the bundle', async () => {
+    setUp();
+    const log = path.join(harness.root, 'steps.log');
+    const motorDir = path.join(harness.installRoot, 'motor');
+    // Both children ship an install.sh: the bundle keeps them apart (children/<id>/install.sh).
+    const script = (id: string, says: string): PayloadFile => ({ id, name: 'install.sh', data: Buffer.from(`#!/bin/sh\necho "${says} $1" >> ${log}\nexit 0\n`) });
+    const scriptStep = (file: PayloadFile): InlineStep => ({ handler: 'microsoft/script:1', files: [file.id], handlerProperties: { scriptFileName: file.name } });
+    const pre = { ...script('file0', 'parent'), name: 'pre.sh' };
+    const firmware: PayloadFile = { id: 'step1file0', name: 'motor.bin', data: Buffer.from('motor firmware 1.1\n'.repeat(2000)) };
+    const motorScript = script('step1file1', 'motor');
+    const sensorScript = script('step2file0', 'sensor');
+    const children = [
+      { id: 'file1', name: 'motor.json', files: [firmware, motorScript], steps: [{ handler: 'edge-ota/file:1', files: [firmware.id], handlerProperties: { destination: motorDir } }, scriptStep(motorScript)] },
+      { id: 'file2', name: 'sensor.json', files: [sensorScript], steps: [scriptStep(sensorScript)] },
+    ].map((c) => ({ ...c, data: Buffer.from(JSON.stringify(childManifest({ update: c.name, version: '1.1.0', steps: c.steps, files: c.files }))) }));
+    const manifest = {
+      manifestVersion: '4',
+      updateId: { provider: 'Contoso', name: 'Composed', version: '6.0.0' },
+      compatibility: [compatibleProperties],
+      instructions: { steps: [scriptStep(pre), ...children.map((c) => ({ type: 'reference', detachedManifestFileId: c.id }))] },
+      files: Object.fromEntries([pre, ...children].map((f) => [f.id, fileEntry(f)])),
+      createdDateTime: new Date(Date.now() - 60_000).toISOString(),
+      edgeOta: { manifestId: randomUUID(), expiresDateTime: new Date(Date.now() + 3600_000).toISOString() },
+    };
+    const signed = publisher.deliverSigned(Buffer.from(JSON.stringify(manifest)), {});
+    const source = mkdtempSync(path.join(tmpdir(), 'bundle-src-'));
+    const onDisk = (dir: string, file: { name: string; data: Buffer }): string => {
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(path.join(dir, file.name), file.data);
+      return path.join(dir, file.name);
+    };
+    const out = path.join(mkdtempSync(path.join(tmpdir(), 'bundle-out-')), 'composed.otabundle');
+    await writeBundle({
+      manifest: Buffer.from(signed.updateManifest),
+      signature: signed.updateManifestSignature,
+      filePaths: Object.fromEntries([pre, ...children].map((f) => [f.name, onDisk(source, f)])),
+      childFilePaths: Object.fromEntries(children.map((c) => [c.id, Object.fromEntries(c.files.map((f) => [f.name, onDisk(path.join(source, c.id), f)]))])),
+    }, out);
+    copyFileSync(out, path.join(stick, 'composed.otabundle'));
+    await dropIn.scan();
+    const [result] = await dropIn.scan();
+    expect(result).toMatchObject({ bundle: 'composed.otabundle', status: 'queued' });
+    await harness.engine.idle();
+
+    const jobId = result?.jobIds[0] ?? '';
+    expect(steps(harness.feedback(jobId)).at(-1)).toBe('job:succeeded');
+    expect(readFileSync(log, 'utf8').trim().split('\n')).toEqual([
+      'parent --action-install', 'motor --action-install', 'sensor --action-install',
+      'parent --action-apply', 'motor --action-apply', 'sensor --action-apply',
+    ]);
+    expect(readFileSync(path.join(motorDir, 'motor.bin'))).toEqual(firmware.data);
+    expect(harness.store.installed('gw-1')).toMatchObject({ version: '6.0.0', source: 'usb' });
   });
 });
