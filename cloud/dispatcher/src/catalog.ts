@@ -118,8 +118,9 @@ export class Catalog {
       }
       const { manifest } = bundle;
       if (manifest.instructions.steps.some(isReferenceStep)) {
-        // A bundle carries the files its own signed manifest lists: a child's update manifest, never the child's payload files.
-        throw new DispatcherError('UPDATE_UNSUPPORTED', 'a bundle with reference steps does not carry the payload files of its child updates: import a multi-step update as import manifests (POST /updates with its children)');
+        // The bundle verified with its children's files, but the catalog keeps import manifests: turning each child
+        // manifest back into one and admitting it (or matching it to a catalog entry) with the parent is not built.
+        throw new DispatcherError('UPDATE_UNSUPPORTED', 'importing a bundle with reference steps is not supported: import a multi-step update as import manifests (POST /updates with its children)');
       }
       // Re-express the signed manifest as an import manifest, so bundle updates are issued like imported ones.
       const nameOf = (fileId: string): string => manifest.files[fileId]!.filename ?? (manifest.files[fileId] as unknown as { fileName: string }).fileName;

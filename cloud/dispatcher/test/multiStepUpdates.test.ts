@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -174,7 +174,7 @@ describe('multi-step updates: import through the API', () => {
     expect((await api(dispatcher.url, 'POST', '/updates', parent)).status).toBe(201);
   });
 
-  it('refuses a signed bundle with reference steps: it cannot carry the child’s payload files', async () => {
+  it('refuses a signed bundle with reference steps (importing its children as catalog updates is not built)', async () => {
     const child = makeUpdate('2.0.0', 1, 128, 'BundledChild');
     const parent = withReferences(makeUpdate('1.0.0', 1, 128, 'BundledParent'), idOf(child));
     const childManifest = childUpdateManifestFromImport(parseImportManifest(JSON.stringify(child.importManifest)), { fileIdPrefix: 'step1file' });
@@ -187,10 +187,22 @@ describe('multi-step updates: import through the API', () => {
       detachedManifests: [{ manifest: childManifest.manifest, file: { filename: childName, sizeInBytes: childManifest.bytes.length, hashes: { sha256: sha256(childManifest.bytes) } } }],
     });
     const bundleFile = path.join(work, 'parent.otabundle');
-    await writeBundle({ manifest: bytes, signature: signUpdateManifest(bytes, keys.signingKey), filePaths: { 'payload-0.bin': path.join(work, 'payload-0.bin'), [childName]: path.join(work, childName) } }, bundleFile);
+    // The bundle carries the child's payload under children/<file id of the child manifest>/.
+    const childManifestFileId = Object.entries(parseUpdateManifest(bytes).files).find(([, f]) => f.filename === childName)![0];
+    mkdirSync(path.join(work, 'child'));
+    const childFiles = Object.fromEntries(Object.entries(child.files).map(([name, base64]) => {
+      writeFileSync(path.join(work, 'child', name), Buffer.from(base64, 'base64'));
+      return [name, path.join(work, 'child', name)];
+    }));
+    await writeBundle({
+      manifest: bytes,
+      signature: signUpdateManifest(bytes, keys.signingKey),
+      filePaths: { 'payload-0.bin': path.join(work, 'payload-0.bin'), [childName]: path.join(work, childName) },
+      childFilePaths: { [childManifestFileId]: childFiles },
+    }, bundleFile);
     const refused = await api(dispatcher.url, 'POST', '/updates/bundle', readFileSync(bundleFile), 'application/octet-stream');
     expect(code(refused)).toBe('UPDATE_UNSUPPORTED');
-    expect((refused.body.error as { message: string }).message).toMatch(/does not carry the payload files of its child updates/);
+    expect((refused.body.error as { message: string }).message).toMatch(/importing a bundle with reference steps is not supported/);
     expect(await inCatalog(idOf(parent))).toBe(false);
   });
 });
