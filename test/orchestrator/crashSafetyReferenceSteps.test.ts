@@ -1,5 +1,4 @@
-import type { InlineStep } from '@edge-ota/common';
-import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobStore } from '../../modules/otaOrchestrator/src/jobStore.ts';
@@ -8,6 +7,7 @@ import { childUpdate, composedDelivery, servedPath } from '../../modules/otaOrch
 import { installedFeedback, killAndResume, reportedSteps } from './support/crashRuns.ts';
 import type { GatewayUnderTest, OrchestratorWorld } from './support/orchestratorWorld.ts';
 import { startOrchestratorWorld } from './support/orchestratorWorld.ts';
+import { logLines, scriptStep } from '../../modules/otaOrchestrator/test/support/scriptSteps.ts';
 
 // Crash safety of ADU reference steps in the real otaOrchestrator process: an update made of a parent step (0) and
 // a reference step whose child update has two steps (1 and 2), every step a script that logs each action it is
@@ -66,14 +66,6 @@ const cases = table.map((c) => ({
   ...c,
   variant: [c.fails ? 'rolls back' : 'installs', c.dropKeptChild ? 'kept child deleted' : '', c.foreignChild ? '+ foreign child' : ''].filter((s) => s).join(', '),
 }));
-
-function scriptStep(file: PayloadFile): InlineStep {
-  return { handler: 'edge-ota/script:1', files: [file.id], handlerProperties: { scriptFileName: file.name } };
-}
-
-function logLines(log: string): string[] {
-  return existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : [];
-}
 
 function safeList(dir: string): string[] {
   try {

@@ -1,5 +1,4 @@
-import type { InlineStep } from '@edge-ota/common';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -7,12 +6,12 @@ import type { CrashPoint } from '../src/faultInjection.ts';
 import { FaultInjection } from '../src/faultInjection.ts';
 import type { ArtifactServer } from './support/artifactServer.ts';
 import { startArtifactServer } from './support/artifactServer.ts';
-import type { PayloadFile } from './support/composedUpdates.ts';
 import { childUpdate, composedDelivery } from './support/composedUpdates.ts';
 import type { EngineHarness } from './support/engineHarness.ts';
 import { startEngine, steps } from './support/engineHarness.ts';
 import type { Publisher } from './support/signedUpdates.ts';
 import { createPublisher } from './support/signedUpdates.ts';
+import { logLines, loggingScript, scriptStep } from './support/scriptSteps.ts';
 
 // The crash points the SIGKILL tests (test/orchestrator/) rely on: only the listed points kill, and the per-step
 // points sit where their names say, between the steps of one state, a reference step's child steps included.
@@ -30,18 +29,6 @@ class RecordingFaults extends FaultInjection {
   override checkpoint(point: CrashPoint): void {
     this.seen.push({ point, actions: logLines(this.#log).length });
   }
-}
-
-function logLines(log: string): string[] {
-  return existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : [];
-}
-
-function loggingScript(id: string, name: string, log: string, extra = ''): PayloadFile {
-  return { id, name, data: Buffer.from(`#!/bin/sh\necho "${name} $1" >> ${log}\n${extra}exit 0\n`) };
-}
-
-function scriptStep(file: PayloadFile): InlineStep {
-  return { handler: 'edge-ota/script:1', files: [file.id], handlerProperties: { scriptFileName: file.name } };
 }
 
 describe('fault injection checkpoints', () => {
@@ -95,7 +82,7 @@ describe('fault injection checkpoints', () => {
       harness.engine.submit(delivery, 'method');
       await harness.engine.idle();
       // The step points, and the state points of the states that run steps around them.
-      const points = faults.seen.filter((s) => /^(start|done):/.test(s.point) || /^(enter|leave):(installing|applying|rollingBack)$/.test(s.point));
+      const points = faults.seen.filter((s) => /^(start|done|failed):/.test(s.point) || /^(enter|leave):(installing|applying|rollingBack)$/.test(s.point));
       return { points, feedback: steps(harness.feedback(delivery.workflow.id)) };
     };
 
@@ -118,14 +105,14 @@ describe('fault injection checkpoints', () => {
       ]);
     });
 
-    it('has no done point for a step that failed, and rolls back newest first between start and done points', async () => {
+    it('has a failed point instead of a done point for a step that failed, and rolls back newest first between start and done points', async () => {
       const { points, feedback } = await run('fi-rollback', true);
       expect(feedback.at(-1)).toBe('job:rolledBack');
       expect(points).toEqual([
         { point: 'enter:installing', actions: 0 },
         { point: 'start:install:0', actions: 0 }, { point: 'done:install:0', actions: 1 },
         { point: 'start:install:1', actions: 1 }, { point: 'done:install:1', actions: 2 },
-        { point: 'start:install:2', actions: 2 },
+        { point: 'start:install:2', actions: 2 }, { point: 'failed:install:2', actions: 3 },
         { point: 'leave:installing', actions: 3 },
         { point: 'enter:rollingBack', actions: 3 },
         { point: 'start:rollback:2', actions: 3 }, { point: 'done:rollback:2', actions: 4 },

@@ -14,6 +14,7 @@ import type { EngineHarness } from './support/engineHarness.ts';
 import { startEngine, steps } from './support/engineHarness.ts';
 import type { Publisher } from './support/signedUpdates.ts';
 import { createPublisher } from './support/signedUpdates.ts';
+import { logLines, loggingScript, scriptStep } from './support/scriptSteps.ts';
 
 // ADU reference steps through the real engine: child update manifests fetched over loopback HTTP and checked
 // against the signed parent, child steps run by the real script and file handlers in place of the reference step,
@@ -22,20 +23,10 @@ import { createPublisher } from './support/signedUpdates.ts';
 const happy = ['job:started', 'manifest:started', 'manifest:succeeded', 'download:started', 'download:succeeded', 'validate:started',
   'validate:succeeded', 'install:started', 'install:succeeded', 'apply:started', 'apply:succeeded', 'run:started', 'run:succeeded',
   'healthCheck:started', 'healthCheck:succeeded', 'commit:started', 'commit:succeeded', 'job:succeeded'];
+/** ADU's handler id for the script handler: these are ADU-shaped updates. */
+const adu = (file: PayloadFile): InlineStep => scriptStep(file, 'microsoft/script:1');
+
 const failedAtManifest = ['job:started', 'manifest:started', 'manifest:failed', 'job:failed'];
-
-/** A script that appends `<name> <action>` to `log`, then runs `extra`. */
-function loggingScript(id: string, name: string, log: string, extra = ''): PayloadFile {
-  return { id, name, data: Buffer.from(`#!/bin/sh\necho "${name} $1" >> ${log}\n${extra}exit 0\n`) };
-}
-
-function scriptStep(file: PayloadFile): InlineStep {
-  return { handler: 'microsoft/script:1', files: [file.id], handlerProperties: { scriptFileName: file.name } };
-}
-
-function logLines(log: string): string[] {
-  return existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : [];
-}
 
 /** Stands for a process that dies in the middle of the install: the first install only ends when the engine stops. */
 class InterruptedOnce implements UpdateHandler {
@@ -94,11 +85,11 @@ describe('reference steps (ADU child updates)', () => {
       `if [ "$1" = --action-install ] && [ -f ${motorDir}/motor.bin ]; then echo "motor.sh finds motor.bin installed" >> ${log}; fi\n`);
     const child = childUpdate({
       id: 'happy-child', name: 'motor.updatemanifest.json', update: 'Motor', version: '1.1.0',
-      steps: [{ handler: 'edge-ota/file:1', files: [firmware.id], handlerProperties: { destination: motorDir } }, scriptStep(motor)],
+      steps: [{ handler: 'edge-ota/file:1', files: [firmware.id], handlerProperties: { destination: motorDir } }, adu(motor)],
       files: [firmware, motor],
     });
     const before = server.requests.length;
-    const delivery = composedDelivery(publisher, server, { version: '5.0.0', files: [pre], steps: [scriptStep(pre), child] });
+    const delivery = composedDelivery(publisher, server, { version: '5.0.0', files: [pre], steps: [adu(pre), child] });
     expect(harness.engine.submit(delivery, 'method')).toMatchObject({ accepted: true, disposition: 'queued' });
     await harness.engine.idle();
 
@@ -120,9 +111,9 @@ describe('reference steps (ADU child updates)', () => {
     const log = path.join(harness.root, 'steps.log');
     const pre = loggingScript('tamper-pre', 'pre.sh', log);
     const motor = loggingScript('tamper-motor', 'motor.sh', log);
-    const child = childUpdate({ id: 'tamper-child', name: 'motor.updatemanifest.json', update: 'Motor', version: '1.1.0', steps: [scriptStep(motor)], files: [motor] });
+    const child = childUpdate({ id: 'tamper-child', name: 'motor.updatemanifest.json', update: 'Motor', version: '1.1.0', steps: [adu(motor)], files: [motor] });
     const before = server.requests.length;
-    const delivery = composedDelivery(publisher, server, { version: '5.0.1', files: [pre], steps: [scriptStep(pre), child] });
+    const delivery = composedDelivery(publisher, server, { version: '5.0.1', files: [pre], steps: [adu(pre), child] });
     // Same length, one changed version: only the hash can tell.
     const tampered = Buffer.from(child.bytes.toString('utf8').replace('"1.1.0"', '"9.9.9"'), 'utf8');
     expect(tampered.length).toBe(child.bytes.length);
@@ -156,7 +147,7 @@ describe('reference steps (ADU child updates)', () => {
     }), /^UPDATE_MANIFEST_INVALID: \/instructions\/steps\/1: child manifest nested\.json has a reference step at \/instructions\/steps\/0; a child update holds inline steps only/],
     ['a child file id that names a different file of the parent', (pre) => {
       const other = someFile(pre.id, 'other.sh');
-      return { steps: [childUpdate({ id: 'bad-clash', name: 'clash.json', update: 'Motor', version: '1.0', steps: [scriptStep(other)], files: [other] })] };
+      return { steps: [childUpdate({ id: 'bad-clash', name: 'clash.json', update: 'Motor', version: '1.0', steps: [adu(other)], files: [other] })] };
     }, /^MANIFEST_FILE_ID_CONFLICT: \/instructions\/steps\/1: .*"bad-pre" as other\.sh, but the parent manifest declares it as a different file \(pre\.sh\)/],
     ['a child file id that names a different file of another child', () => {
       const a = someFile('bad-shared', 'a.bin');
@@ -185,7 +176,7 @@ describe('reference steps (ADU child updates)', () => {
     }), /^MANIFEST_NOT_JSON: \/instructions\/steps\/1: child manifest firmware\.json: /],
     ['a child file name that climbs out of its folder', () => {
       const escape = someFile('bad-escape', '../escape.sh');
-      return { steps: [childUpdate({ id: 'bad-climb', name: 'climb.json', update: 'Motor', version: '1.0', steps: [scriptStep(escape)], files: [escape] })] };
+      return { steps: [childUpdate({ id: 'bad-climb', name: 'climb.json', update: 'Motor', version: '1.0', steps: [adu(escape)], files: [escape] })] };
     }, /^MANIFEST_FILE_NAME_UNSAFE: \/instructions\/steps\/1: child manifest climb\.json: /],
   ];
 
@@ -194,7 +185,7 @@ describe('reference steps (ADU child updates)', () => {
     const log = path.join(harness.root, 'steps.log');
     const pre = badPre(log);
     const spec = build(pre);
-    const delivery = composedDelivery(publisher, server, { version: '5.1.0', files: [pre], steps: [scriptStep(pre), ...spec.steps], ...(spec.withoutUrls ? { withoutUrls: spec.withoutUrls } : {}) });
+    const delivery = composedDelivery(publisher, server, { version: '5.1.0', files: [pre], steps: [adu(pre), ...spec.steps], ...(spec.withoutUrls ? { withoutUrls: spec.withoutUrls } : {}) });
     harness.engine.submit(delivery, 'method');
     await harness.engine.idle();
     const feedback = harness.feedback(delivery.workflow.id);
@@ -216,7 +207,7 @@ describe('reference steps (ADU child updates)', () => {
       steps: [{ handler: 'contoso/motor:1', files: [firmware.id] }], files: [firmware],
     });
     const before = server.requests.length;
-    const delivery = composedDelivery(publisher, server, { version: '5.2.0', files: [pre], steps: [scriptStep(pre), child] });
+    const delivery = composedDelivery(publisher, server, { version: '5.2.0', files: [pre], steps: [adu(pre), child] });
     harness.engine.submit(delivery, 'method');
     await harness.engine.idle();
 
@@ -253,10 +244,10 @@ describe('reference steps (ADU child updates)', () => {
     const blob = someFile('restart-blob', 'blob.bin');
     const child = childUpdate({
       id: 'restart-child', name: 'motor.json', update: 'Motor', version: '1.2.0',
-      steps: [scriptStep(motor), { handler: 'test/interrupted-once:1', files: [blob.id] }], files: [motor, blob],
+      steps: [adu(motor), { handler: 'test/interrupted-once:1', files: [blob.id] }], files: [motor, blob],
     });
     const before = server.requests.length;
-    const delivery = composedDelivery(publisher, server, { version: '5.4.0', files: [pre], steps: [scriptStep(pre), child] });
+    const delivery = composedDelivery(publisher, server, { version: '5.4.0', files: [pre], steps: [adu(pre), child] });
 
     harness = startEngine(publisher, { root, extraHandlers: [interrupted] });
     harness.engine.submit(delivery, 'method');
@@ -284,9 +275,9 @@ describe('reference steps (ADU child updates)', () => {
     const motor = loggingScript('rollback-motor', 'motor.sh', log);
     const broken = loggingScript('rollback-broken', 'broken.sh', log, 'if [ "$1" = --action-install ]; then echo "flash write error" >&2; exit 5; fi\n');
     const child: ChildDocument = childUpdate({
-      id: 'rollback-child', name: 'motor.json', update: 'Motor', version: '1.3.0', steps: [scriptStep(motor), scriptStep(broken)], files: [motor, broken],
+      id: 'rollback-child', name: 'motor.json', update: 'Motor', version: '1.3.0', steps: [adu(motor), adu(broken)], files: [motor, broken],
     });
-    const delivery = composedDelivery(publisher, server, { version: '5.5.0', files: [pre], steps: [scriptStep(pre), child] });
+    const delivery = composedDelivery(publisher, server, { version: '5.5.0', files: [pre], steps: [adu(pre), child] });
     harness.engine.submit(delivery, 'method');
     await harness.engine.idle();
 
