@@ -43,13 +43,13 @@ export async function main(args: string[]): Promise<void> {
     try {
       for (let round = 1; round <= rounds; round += 1) {
         const target = path.join(dir, 'curl.bin');
-        spawnSync('sync');
+        flushDirtyPages();
         const t0 = process.hrtime.bigint();
         // curl runs as its own process while this one keeps serving (a synchronous exec would block the server).
         await runCurl(target, url);
         curlSeconds.push(Number(process.hrtime.bigint() - t0) / 1e9);
         rmSync(target, { force: true });
-        spawnSync('sync');
+        flushDirtyPages();
         const workDir = mkdtempSync(path.join(dir, 'engine-round-'));
         const result = await runWorker(url, sha256, size, workDir);
         rmSync(workDir, { recursive: true, force: true });
@@ -95,6 +95,12 @@ async function writeRandomFile(file: string, mib: number): Promise<string> {
     out.end(() => resolve());
   });
   return hash.digest('base64');
+}
+
+/** `sync`: the next transfer starts with nothing of the last one (or of the source file) left to write back. */
+function flushDirtyPages(): void {
+  const result = spawnSync('sync');
+  if (result.status !== 0) throw new Error(`sync failed: ${result.error?.message ?? `exit ${String(result.status)}`}`);
 }
 
 function runCurl(target: string, url: string): Promise<void> {
